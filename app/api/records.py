@@ -1,0 +1,1 @@
+"""Contacts, follow-ups, opportunities, tags, tasks and custom field definitions."""

@@ -1,0 +1,1 @@
+"""Sign-in: a signed session cookie bound to (corp, user)."""

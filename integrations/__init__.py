@@ -1,0 +1,1 @@
+"""Platform integrations (DingTalk, WeCom) behind the interface in `integrations.base`."""
