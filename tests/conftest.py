@@ -23,7 +23,7 @@ from models.migrate import upgrade_engine
 
 PG_URL = os.environ.get("CRM_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 if PG_URL.startswith("postgresql://"):
-    PG_URL = "postgresql+psycopg://" + PG_URL[len("postgresql://"):]
+    PG_URL = "postgresql+psycopg://" + PG_URL[len("postgresql://") :]
 PG_REQUIRED = os.environ.get("CI", "").lower() == "true" or "CRM_TEST_DATABASE_URL" in os.environ
 
 
@@ -96,9 +96,14 @@ def database(request):
 
 @pytest.fixture
 def settings(database, tmp_path) -> Settings:
-    return Settings(database_url=database.url, secret_key="test-secret-key",
-                    master_key=Fernet.generate_key().decode(), instance_path=Path(tmp_path),
-                    dev_login=True, testing=True)
+    return Settings(
+        database_url=database.url,
+        secret_key="test-secret-key",
+        master_key=Fernet.generate_key().decode(),
+        instance_path=Path(tmp_path),
+        dev_login=True,
+        testing=True,
+    )
 
 
 @pytest.fixture

@@ -15,16 +15,36 @@ from models.org import Corp, Department, DepartmentLeader, Role, User, UserDepar
 _seq = itertools.count(1)
 
 
-def corp(session: so.Session, *, platform: str = "dingtalk", corp_id: str | None = None, name: str = "测试公司",
-         secrets: dict[str, str] | None = None, box: SecretBox | None = None) -> Corp:
+def corp(
+    session: so.Session,
+    *,
+    platform: str = "dingtalk",
+    corp_id: str | None = None,
+    name: str = "测试公司",
+    secrets: dict[str, str] | None = None,
+    box: SecretBox | None = None,
+) -> Corp:
     box = box or SecretBox(Fernet.generate_key().decode())
-    return create_corp(session, box, platform=platform, platform_corp_id=corp_id or f"ding{next(_seq):06d}",
-                       name=name, agent_id="1000", app_key="appkey", secrets=secrets)
+    return create_corp(
+        session,
+        box,
+        platform=platform,
+        platform_corp_id=corp_id or f"ding{next(_seq):06d}",
+        name=name,
+        agent_id="1000",
+        app_key="appkey",
+        secrets=secrets,
+    )
 
 
 def department(session: so.Session, corp: Corp, name: str, parent: Department | None = None) -> Department:
-    dept = Department(corp_id=corp.id, platform_dept_id=str(next(_seq)), name=name,
-                      parent_id=parent.id if parent else None, depth=(parent.depth + 1) if parent else 0)
+    dept = Department(
+        corp_id=corp.id,
+        platform_dept_id=str(next(_seq)),
+        name=name,
+        parent_id=parent.id if parent else None,
+        depth=(parent.depth + 1) if parent else 0,
+    )
     session.add(dept)
     session.flush()
     dept.path = f"{parent.path if parent else '/'}{dept.id}/"
@@ -32,10 +52,25 @@ def department(session: so.Session, corp: Corp, name: str, parent: Department | 
     return dept
 
 
-def user(session: so.Session, corp: Corp, name: str, *, role: str = Role.SALESPERSON,
-         departments: list[Department] = (), leads: list[Department] = (), active: bool = True) -> User:
-    person = User(corp_id=corp.id, platform_userid=f"u{next(_seq)}", unionid=f"union{next(_seq)}", name=name,
-                  role=role, active=active, main_department_id=departments[0].id if departments else None)
+def user(
+    session: so.Session,
+    corp: Corp,
+    name: str,
+    *,
+    role: str = Role.SALESPERSON,
+    departments: list[Department] = (),
+    leads: list[Department] = (),
+    active: bool = True,
+) -> User:
+    person = User(
+        corp_id=corp.id,
+        platform_userid=f"u{next(_seq)}",
+        unionid=f"union{next(_seq)}",
+        name=name,
+        role=role,
+        active=active,
+        main_department_id=departments[0].id if departments else None,
+    )
     session.add(person)
     session.flush()
     for dept in departments:
@@ -57,8 +92,14 @@ def customer(session: so.Session, corp: Corp, owner: User | None, name: str | No
     from app.services.normalize import company_name
 
     name = name or f"客户{next(_seq)}有限公司"
-    c = Customer(corp_id=corp.id, name=name, name_norm=company_name(name), owner_id=owner.id if owner else None,
-                 in_pool=owner is None, **kwargs)
+    c = Customer(
+        corp_id=corp.id,
+        name=name,
+        name_norm=company_name(name),
+        owner_id=owner.id if owner else None,
+        in_pool=owner is None,
+        **kwargs,
+    )
     session.add(c)
     session.flush()
     return c
@@ -100,7 +141,7 @@ def login(client, who: User, corp: Corp) -> None:
     assert resp.status_code == 200, resp.get_json()
 
 
-def CustomerTagRow(customer: Customer, tag: Tag):  # noqa: N802 (reads like the model it builds)
+def CustomerTagRow(customer: Customer, tag: Tag):
     from models.crm import CustomerTag
 
     return CustomerTag(corp_id=customer.corp_id, customer_id=customer.id, tag_id=tag.id)

@@ -24,20 +24,30 @@ def test_embedded_defaults_are_generated_once_and_reused(tmp_path):
     assert first.dev_login is False
 
 
-@pytest.mark.parametrize(("env", "name"), [
-    ({"CRM_MASTER_KEY": "short"}, "CRM_MASTER_KEY"),
-    ({"CRM_TIMEZONE": "Mars/Base"}, "CRM_TIMEZONE"),
-    ({"CRM_PUBLIC_URL": "ftp://x"}, "CRM_PUBLIC_URL"),
-    ({"CRM_SANDBOX": "perhaps"}, "CRM_SANDBOX"),
-])
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"CRM_MASTER_KEY": "short"}, "CRM_MASTER_KEY"),
+        ({"CRM_TIMEZONE": "Mars/Base"}, "CRM_TIMEZONE"),
+        ({"CRM_PUBLIC_URL": "ftp://x"}, "CRM_PUBLIC_URL"),
+        ({"CRM_SANDBOX": "perhaps"}, "CRM_SANDBOX"),
+    ],
+)
 def test_bad_configuration_is_refused_by_name(tmp_path, env, name):
     with pytest.raises(ConfigError, match=name):
         load_settings(env, instance_path=tmp_path)
 
 
 def test_env_overrides_and_postgres_driver(tmp_path):
-    s = load_settings({"CRM_DATABASE_URL": "postgresql://u@h/db", "CRM_DINGTALK_OAPI_BASE": "http://127.0.0.1:9/",
-                       "CRM_SECRET_KEY": "k", "CRM_TIMEZONE": "Asia/Urumqi"}, instance_path=tmp_path)
+    s = load_settings(
+        {
+            "CRM_DATABASE_URL": "postgresql://u@h/db",
+            "CRM_DINGTALK_OAPI_BASE": "http://127.0.0.1:9/",
+            "CRM_SECRET_KEY": "k",
+            "CRM_TIMEZONE": "Asia/Urumqi",
+        },
+        instance_path=tmp_path,
+    )
     assert s.database_url == "postgresql+psycopg://u@h/db"
     assert s.dingtalk_oapi_base == "http://127.0.0.1:9"
     assert s.secret_key == "k" and s.timezone == "Asia/Urumqi"
@@ -56,7 +66,9 @@ def test_dev_login_is_off_unless_enabled(settings, database):
     with database.session() as s:
         org = f.org(s)
     prod = create_app(settings.with_overrides(dev_login=False), database=database).test_client()
-    resp = prod.post("/api/v1/auth/dev", json={"corpId": org.corp.platform_corp_id, "userid": org.alice.platform_userid})
+    resp = prod.post(
+        "/api/v1/auth/dev", json={"corpId": org.corp.platform_corp_id, "userid": org.alice.platform_userid}
+    )
     assert resp.status_code == 404
 
 

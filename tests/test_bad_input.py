@@ -20,24 +20,29 @@ def signed_in(client, database):
 
 def _counts(database):
     with database.session() as s:
-        return tuple(s.execute(sa.select(sa.func.count()).select_from(m)).scalar() for m in (Customer, Contact, AuditLog))
+        return tuple(
+            s.execute(sa.select(sa.func.count()).select_from(m)).scalar() for m in (Customer, Contact, AuditLog)
+        )
 
 
-@pytest.mark.parametrize(("payload", "field"), [
-    ({"name": 123}, "name"),
-    ({"name": ""}, "name"),
-    ({"name": "x" * 201}, "name"),
-    ({"name": "甲", "grade": "Z"}, "grade"),
-    ({"name": "甲", "status": "won"}, "status"),
-    ({"name": "甲", "unknown_field": 1}, "unknown_field"),
-    ({"name": "甲", "owner_id": "abc"}, "owner_id"),
-    ({"name": "甲", "tag_ids": [999999]}, "tag_ids"),
-    ({"name": "甲", "owner_id": 999999}, "owner_id"),
-    ({"name": "甲", "next_contact_at": "明天"}, "next_contact_at"),
-    ({"name": "甲", "custom": {"nope": 1}}, "custom.nope"),
-    ({"name": "甲", "contacts": [{"name": "乙", "mobile": "abc"}]}, "contacts.0.mobile"),
-    ({"name": "甲", "contacts": [{"name": "乙", "email": "not-an-email"}]}, "contacts.0.email"),
-])
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"name": 123}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "x" * 201}, "name"),
+        ({"name": "甲", "grade": "Z"}, "grade"),
+        ({"name": "甲", "status": "won"}, "status"),
+        ({"name": "甲", "unknown_field": 1}, "unknown_field"),
+        ({"name": "甲", "owner_id": "abc"}, "owner_id"),
+        ({"name": "甲", "tag_ids": [999999]}, "tag_ids"),
+        ({"name": "甲", "owner_id": 999999}, "owner_id"),
+        ({"name": "甲", "next_contact_at": "明天"}, "next_contact_at"),
+        ({"name": "甲", "custom": {"nope": 1}}, "custom.nope"),
+        ({"name": "甲", "contacts": [{"name": "乙", "mobile": "abc"}]}, "contacts.0.mobile"),
+        ({"name": "甲", "contacts": [{"name": "乙", "email": "not-an-email"}]}, "contacts.0.email"),
+    ],
+)
 def test_create_rejections_name_the_field_and_write_nothing(client, database, signed_in, payload, field):
     before = _counts(database)
     resp = client.post("/api/v1/customers", json=payload)
@@ -58,20 +63,23 @@ def test_malformed_and_non_object_bodies(client, database, signed_in):
     assert _counts(database) == (0, 0, 0)
 
 
-@pytest.mark.parametrize(("params", "field"), [
-    ({"cursor": "garbage!!"}, "cursor"),
-    ({"cursor": "WzEsMl0"}, "cursor"),  # valid base64 of [1,2]: wrong value type for the sort
-    ({"limit": "0"}, "limit"),
-    ({"limit": "many"}, "limit"),
-    ({"grade": "Z"}, "grade"),
-    ({"sort": "password"}, "sort"),
-    ({"tags_all": "1,x"}, "tags_all"),
-    ({"stale_days": "-3"}, "stale_days"),
-    ({"next_contact_before": "yesterday"}, "next_contact_before"),
-    ({"in_pool": "maybe"}, "in_pool"),
-    ({"department_id": "424242"}, "department_id"),
-    ({"bogus": "1"}, "bogus"),
-])
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"cursor": "garbage!!"}, "cursor"),
+        ({"cursor": "WzEsMl0"}, "cursor"),  # valid base64 of [1,2]: wrong value type for the sort
+        ({"limit": "0"}, "limit"),
+        ({"limit": "many"}, "limit"),
+        ({"grade": "Z"}, "grade"),
+        ({"sort": "password"}, "sort"),
+        ({"tags_all": "1,x"}, "tags_all"),
+        ({"stale_days": "-3"}, "stale_days"),
+        ({"next_contact_before": "yesterday"}, "next_contact_before"),
+        ({"in_pool": "maybe"}, "in_pool"),
+        ({"department_id": "424242"}, "department_id"),
+        ({"bogus": "1"}, "bogus"),
+    ],
+)
 def test_list_rejections_name_the_parameter(client, signed_in, params, field):
     resp = client.get("/api/v1/customers", query_string=params)
     assert 400 <= resp.status_code < 500

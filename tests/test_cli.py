@@ -33,8 +33,23 @@ def env(tmp_path):
 def test_upgrade_bind_list_and_one_line_errors(env, tmp_path):
     run(env, "db", "upgrade")
     assert (tmp_path / "instance" / "crm.sqlite3").exists()
-    out = run(env, "corp", "add", "--platform", "dingtalk", "--corp-id", "dingabc", "--name", "示例科技",
-              "--app-key", "key1", "--app-secret", "S3CRET-XYZ", "--agent-id", "123").stdout
+    out = run(
+        env,
+        "corp",
+        "add",
+        "--platform",
+        "dingtalk",
+        "--corp-id",
+        "dingabc",
+        "--name",
+        "示例科技",
+        "--app-key",
+        "key1",
+        "--app-secret",
+        "S3CRET-XYZ",
+        "--agent-id",
+        "123",
+    ).stdout
     assert "dingabc" in out and "S3CRET" not in out
     listed = run(env, "corp", "list").stdout
     assert "dingabc" in listed and "示例科技" in listed and "S3CRET" not in listed
@@ -67,8 +82,9 @@ def _free_port() -> int:
 def test_serve_answers_health_and_readiness(env):
     run(env, "db", "upgrade")
     port = _free_port()
-    proc = subprocess.Popen([*CRM, "serve", "--port", str(port)], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*CRM, "serve", "--port", str(port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 20
         while True:

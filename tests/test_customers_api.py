@@ -17,10 +17,17 @@ def _org(database):
 def test_create_read_update_delete_round_trip(client, database):
     org = _org(database)
     f.login(client, org.alice, org.corp)
-    resp = client.post("/api/v1/customers", json={
-        "name": "杭州云栖科技有限公司", "grade": "A", "source": "展会", "industry": "软件",
-        "next_contact_at": "2026-12-01T10:00:00",
-        "contacts": [{"name": "赵六", "mobile": "+86 138-0013-8000", "decision_role": "decision_maker"}]})
+    resp = client.post(
+        "/api/v1/customers",
+        json={
+            "name": "杭州云栖科技有限公司",
+            "grade": "A",
+            "source": "展会",
+            "industry": "软件",
+            "next_contact_at": "2026-12-01T10:00:00",
+            "contacts": [{"name": "赵六", "mobile": "+86 138-0013-8000", "decision_role": "decision_maker"}],
+        },
+    )
     assert resp.status_code == 201, resp.get_json()
     body = resp.get_json()
     cid = body["id"]
@@ -36,7 +43,10 @@ def test_create_read_update_delete_round_trip(client, database):
     with database.session() as s:
         entries = s.execute(sa.select(AuditLog).where(AuditLog.entity_id == cid).order_by(AuditLog.id)).scalars().all()
         assert [e.action for e in entries] == ["create", "update"]
-        assert entries[1].changes == {"grade": {"before": "A", "after": "B"}, "region": {"before": None, "after": "华东"}}
+        assert entries[1].changes == {
+            "grade": {"before": "A", "after": "B"},
+            "region": {"before": None, "after": "华东"},
+        }
         assert entries[1].actor_id == org.alice.id and entries[1].request_id
 
     assert client.delete(f"/api/v1/customers/{cid}").status_code == 204
@@ -56,7 +66,9 @@ def test_duplicate_name_or_phone_is_409_and_override_is_for_managers(client, dat
     err = resp.get_json()["error"]
     assert err["code"] == "duplicate" and err["match"]["id"] == existing.id and err["match"]["matched_on"] == "name"
 
-    resp = client.post("/api/v1/customers", json={"name": "别的公司", "contacts": [{"name": "x", "mobile": "8613900001111"}]})
+    resp = client.post(
+        "/api/v1/customers", json={"name": "别的公司", "contacts": [{"name": "x", "mobile": "8613900001111"}]}
+    )
     assert resp.status_code == 409 and resp.get_json()["error"]["match"]["matched_on"] == "phone"
 
     resp = client.post("/api/v1/customers", json={"name": "深圳华为技术", "allow_duplicate": True})
@@ -86,7 +98,9 @@ def test_list_filters_search_and_cursor_pages(client, database):
 
     seen, cursor = [], None
     while True:
-        resp = client.get("/api/v1/customers", query_string={"limit": 10, "sort": "name", **({"cursor": cursor} if cursor else {})})
+        resp = client.get(
+            "/api/v1/customers", query_string={"limit": 10, "sort": "name", **({"cursor": cursor} if cursor else {})}
+        )
         assert resp.status_code == 200
         page = resp.get_json()
         seen += [c["id"] for c in page["items"]]
@@ -94,7 +108,7 @@ def test_list_filters_search_and_cursor_pages(client, database):
         if not cursor:
             break
     assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen))
-    names = [n for n in (client.get("/api/v1/customers", query_string={"limit": 100, "sort": "name"}).get_json()["items"])]
+    names = list(client.get("/api/v1/customers", query_string={"limit": 100, "sort": "name"}).get_json()["items"])
     assert [c["name"] for c in names] == sorted(c["name"] for c in names)
 
     grade_a = client.get("/api/v1/customers", query_string={"grade": "A", "limit": 100}).get_json()["items"]
@@ -116,12 +130,28 @@ def test_list_filters_search_and_cursor_pages(client, database):
 def test_custom_fields_are_validated_per_definition(client, database):
     org = _org(database)
     with database.session() as s:
-        s.add_all([
-            FieldDefinition(corp_id=org.corp.id, entity="customer", key="budget", label="预算", field_type="number",
-                            min_value=0, max_value=1e9, required=True),
-            FieldDefinition(corp_id=org.corp.id, entity="customer", key="channel", label="渠道", field_type="select",
-                            options=["直销", "代理"]),
-        ])
+        s.add_all(
+            [
+                FieldDefinition(
+                    corp_id=org.corp.id,
+                    entity="customer",
+                    key="budget",
+                    label="预算",
+                    field_type="number",
+                    min_value=0,
+                    max_value=1e9,
+                    required=True,
+                ),
+                FieldDefinition(
+                    corp_id=org.corp.id,
+                    entity="customer",
+                    key="channel",
+                    label="渠道",
+                    field_type="select",
+                    options=["直销", "代理"],
+                ),
+            ]
+        )
     f.login(client, org.alice, org.corp)
     resp = client.post("/api/v1/customers", json={"name": "甲", "custom": {"channel": "电商"}})
     assert resp.status_code == 422

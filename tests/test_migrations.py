@@ -53,9 +53,14 @@ def test_postgres_upgrade_from_empty_matches_models(postgres_url):
         assert _diff(engine) == []
         # The trigram indexes that keep substring search off a sequential scan exist.
         with engine.connect() as conn:
-            index_defs = conn.execute(sa.text(
-                "SELECT indexdef FROM pg_indexes WHERE schemaname = :s AND indexname LIKE '%trgm%'"), {"s": schema}
-            ).scalars().all()
+            index_defs = (
+                conn.execute(
+                    sa.text("SELECT indexdef FROM pg_indexes WHERE schemaname = :s AND indexname LIKE '%trgm%'"),
+                    {"s": schema},
+                )
+                .scalars()
+                .all()
+            )
         assert len(index_defs) == 2 and all("gin_trgm_ops" in d for d in index_defs)
     finally:
         engine.dispose()

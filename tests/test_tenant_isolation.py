@@ -28,20 +28,45 @@ def _corp_b(session):
     customer = f.customer(session, org.corp, org.alice, name=f"{MARK}客户")
     contact = Contact(corp_id=org.corp.id, customer_id=customer.id, name=f"{MARK}联系人", mobile="13100000000")
     now = datetime.now(UTC)
-    follow_up = FollowUp(corp_id=org.corp.id, customer_id=customer.id, author_id=org.alice.id, kind="call",
-                         content=f"{MARK}跟进", occurred_at=now, created_at=now)
-    stage = session.execute(sa.select(OpportunityStage).where(OpportunityStage.corp_id == org.corp.id)).scalars().first()
-    opportunity = Opportunity(corp_id=org.corp.id, customer_id=customer.id, name=f"{MARK}商机", amount=1,
-                              stage_id=stage.id, owner_id=org.alice.id)
+    follow_up = FollowUp(
+        corp_id=org.corp.id,
+        customer_id=customer.id,
+        author_id=org.alice.id,
+        kind="call",
+        content=f"{MARK}跟进",
+        occurred_at=now,
+        created_at=now,
+    )
+    stage = (
+        session.execute(sa.select(OpportunityStage).where(OpportunityStage.corp_id == org.corp.id)).scalars().first()
+    )
+    opportunity = Opportunity(
+        corp_id=org.corp.id,
+        customer_id=customer.id,
+        name=f"{MARK}商机",
+        amount=1,
+        stage_id=stage.id,
+        owner_id=org.alice.id,
+    )
     task = Task(corp_id=org.corp.id, title=f"{MARK}任务", assignee_id=org.alice.id, customer_id=customer.id)
-    field = FieldDefinition(corp_id=org.corp.id, entity="customer", key="secret", label=f"{MARK}字段",
-                            field_type="text")
+    field = FieldDefinition(
+        corp_id=org.corp.id, entity="customer", key="secret", label=f"{MARK}字段", field_type="text"
+    )
     tag = f.tag(session, org.corp, f"{MARK}标签")
     session.add_all([contact, follow_up, opportunity, task, field])
     session.flush()
-    ids = {"customer_id": customer.id, "contact_id": contact.id, "follow_up_id": follow_up.id,
-           "opportunity_id": opportunity.id, "task_id": task.id, "field_id": field.id, "tag_id": tag.id,
-           "user_id": org.alice.id, "department_id": org.sales.id, "stage_id": stage.id}
+    ids = {
+        "customer_id": customer.id,
+        "contact_id": contact.id,
+        "follow_up_id": follow_up.id,
+        "opportunity_id": opportunity.id,
+        "task_id": task.id,
+        "field_id": field.id,
+        "tag_id": tag.id,
+        "user_id": org.alice.id,
+        "department_id": org.sales.id,
+        "stage_id": stage.id,
+    }
     return org, ids
 
 
@@ -78,9 +103,15 @@ def test_corp_a_cannot_reach_corp_b(app, client, database):
                     assert resp.status_code == 404, (url, resp.status_code)
                 else:
                     # Lists, fed corp B's ids as filters: no corp-B row may appear.
-                    for params in ({}, {k: str(v) for k, v in b_ids.items()}, {"customer_id": b_ids["customer_id"]},
-                                   {"owner_id": b_ids["user_id"]}, {"department_id": b_ids["department_id"]},
-                                   {"tags_all": b_ids["tag_id"]}, {"q": MARK}):
+                    for params in (
+                        {},
+                        {k: str(v) for k, v in b_ids.items()},
+                        {"customer_id": b_ids["customer_id"]},
+                        {"owner_id": b_ids["user_id"]},
+                        {"department_id": b_ids["department_id"]},
+                        {"tags_all": b_ids["tag_id"]},
+                        {"q": MARK},
+                    ):
                         resp = client.get(url, query_string=params)
                         assert resp.status_code < 500, (url, params)
                         assert MARK not in resp.get_data(as_text=True), (url, params)
