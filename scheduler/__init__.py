@@ -1,0 +1,1 @@
+"""APScheduler wiring and thin jobs; each job calls one service function (see the scheduler issue)."""
