@@ -138,8 +138,9 @@ class Contact(IdMixin, CorpScoped, Timestamps, Base):
     __tablename__ = "contacts"
     __table_args__ = (
         sa.Index("ix_contacts_customer", "customer_id"),
-        sa.Index("ix_contacts_corp_mobile", "corp_id", "mobile"),
-        sa.Index("ix_contacts_corp_phone", "corp_id", "phone"),
+        # Pattern ops: phone search is a prefix LIKE, which a plain btree under a non-C collation can't serve.
+        sa.Index("ix_contacts_corp_mobile", "corp_id", "mobile", postgresql_ops={"mobile": "text_pattern_ops"}),
+        sa.Index("ix_contacts_corp_phone", "corp_id", "phone", postgresql_ops={"phone": "text_pattern_ops"}),
         sa.Index(
             "ix_contacts_name_trgm",
             "name",

@@ -64,6 +64,8 @@ class Department(IdMixin, CorpScoped, Timestamps, Base):
     path: so.Mapped[str] = so.mapped_column(sa.String(1024), nullable=False, default="/")
     depth: so.Mapped[int] = so.mapped_column(sa.Integer, nullable=False, default=0)
     active: so.Mapped[bool] = so.mapped_column(sa.Boolean, nullable=False, default=True)
+    # The full sync that last saw this department; anything older after a complete run is gone.
+    last_sync_run_id: so.Mapped[int | None] = so.mapped_column(BigId)
 
     leaders: so.Mapped[list[User]] = so.relationship(
         secondary="department_leaders", viewonly=True, order_by="User.id"
@@ -93,6 +95,7 @@ class User(IdMixin, CorpScoped, Timestamps, Base):
         BigId, sa.ForeignKey("departments.id", ondelete="SET NULL")
     )
     left_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    last_sync_run_id: so.Mapped[int | None] = so.mapped_column(BigId)
 
     departments: so.Mapped[list[Department]] = so.relationship(
         secondary="user_departments", viewonly=True, order_by="Department.id"

@@ -362,15 +362,20 @@ def detail(session: so.Session, actor: Actor, customer_id: int) -> dict[str, Any
 
 
 def _search_clause(corp_id: int, q: str) -> sa.ColumnElement[bool]:
+    """Name, contact name or phone prefix. A UNION of id lists rather than an OR over a join, so each
+    branch can use its own index (trigram on names, pattern btree on phones)."""
     pattern = f"%{normalize.like_escape(q)}%"
+    named = so.aliased(Customer)
+    by_name = sa.select(named.id).where(named.corp_id == corp_id, named.name.ilike(pattern, escape="\\"))
     contact_match = [Contact.name.ilike(pattern, escape="\\")]
     digits = normalize.phone(q)
     if digits and len(digits) >= 3 and len(digits) >= len(q.replace(" ", "").replace("-", "")) - 1:
         prefix = f"{normalize.like_escape(digits)}%"
         contact_match += [Contact.mobile.like(prefix, escape="\\"), Contact.phone.like(prefix, escape="\\")]
-    contact_hit = sa.exists().where(Contact.customer_id == Customer.id, Contact.corp_id == corp_id,
-                                    Contact.deleted_at.is_(None), sa.or_(*contact_match))
-    return sa.or_(Customer.name.ilike(pattern, escape="\\"), contact_hit)
+    by_contact = sa.select(Contact.customer_id).where(
+        Contact.corp_id == corp_id, Contact.deleted_at.is_(None), sa.or_(*contact_match)
+    )
+    return Customer.id.in_(sa.union(by_name, by_contact))
 
 
 def list_customers(session: so.Session, actor: Actor, query: CustomerQuery) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 5e8dd75a5520
+Revision ID: ebb4239d6702
 Revises: 
-Create Date: 2026-11-23 00:42:44.673515
+Create Date: 2026-11-23 00:50:09.279625
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from alembic import op
 import models.types
 from sqlalchemy.dialects import postgresql
 
-revision: str = '5e8dd75a5520'
+revision: str = 'ebb4239d6702'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -58,6 +58,7 @@ def upgrade() -> None:
     sa.Column('path', sa.String(length=1024), nullable=False),
     sa.Column('depth', sa.Integer(), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('last_sync_run_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('corp_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('created_at', models.types.UTCDateTime(timezone=True), nullable=False),
@@ -187,6 +188,7 @@ def upgrade() -> None:
     sa.Column('role', sa.String(length=16), nullable=False),
     sa.Column('main_department_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('left_at', models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_sync_run_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('corp_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('created_at', models.types.UTCDateTime(timezone=True), nullable=False),
@@ -301,8 +303,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_contacts'))
     )
     with op.batch_alter_table('contacts', schema=None) as batch_op:
-        batch_op.create_index('ix_contacts_corp_mobile', ['corp_id', 'mobile'], unique=False)
-        batch_op.create_index('ix_contacts_corp_phone', ['corp_id', 'phone'], unique=False)
+        batch_op.create_index('ix_contacts_corp_mobile', ['corp_id', 'mobile'], unique=False, postgresql_ops={'mobile': 'text_pattern_ops'})
+        batch_op.create_index('ix_contacts_corp_phone', ['corp_id', 'phone'], unique=False, postgresql_ops={'phone': 'text_pattern_ops'})
         batch_op.create_index('ix_contacts_customer', ['customer_id'], unique=False)
         batch_op.create_index('ix_contacts_name_trgm', ['name'], unique=False, postgresql_using='gin', postgresql_ops={'name': 'gin_trgm_ops'})
 
@@ -440,8 +442,8 @@ def downgrade() -> None:
     with op.batch_alter_table('contacts', schema=None) as batch_op:
         batch_op.drop_index('ix_contacts_name_trgm', postgresql_using='gin', postgresql_ops={'name': 'gin_trgm_ops'})
         batch_op.drop_index('ix_contacts_customer')
-        batch_op.drop_index('ix_contacts_corp_phone')
-        batch_op.drop_index('ix_contacts_corp_mobile')
+        batch_op.drop_index('ix_contacts_corp_phone', postgresql_ops={'phone': 'text_pattern_ops'})
+        batch_op.drop_index('ix_contacts_corp_mobile', postgresql_ops={'mobile': 'text_pattern_ops'})
 
     op.drop_table('contacts')
     with op.batch_alter_table('user_departments', schema=None) as batch_op:
