@@ -154,3 +154,40 @@ class FieldDefinitionIn(Strict):
 class DevLoginIn(Strict):
     corpId: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     userid: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+# ----------------------------------------------------------------------------- records (contacts … fields)
+
+
+class ContactCreate(ContactIn):
+    """A contact added to an existing customer; managers and admins may override a duplicate phone."""
+
+    allow_duplicate: bool = False
+
+
+class ContactUpdate(ContactPatch):
+    allow_duplicate: bool = False
+
+
+class OpportunityCreate(OpportunityIn):
+    lost_reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class TagPatch(Strict):
+    group_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=32)] | None = None
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)] | None = None
+    color: Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")] | None = None
+
+
+class FieldDefinitionPatch(Strict):
+    """entity, key and field_type are fixed once created: stored values depend on them."""
+
+    label: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = None
+    required: bool | None = None
+    options: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = Field(
+        default=None, max_length=200)
+    min_value: float | None = None
+    max_value: float | None = None
+    max_length: Annotated[int, Field(ge=1, le=2000)] | None = None
+    sort_order: int | None = None
+    active: bool | None = None
