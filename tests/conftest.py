@@ -44,6 +44,18 @@ def with_search_path(url: str, schema: str) -> str:
     return f"{url}{sep}options=-csearch_path%3D{schema},public"
 
 
+def _trgm_in_public(conn) -> None:
+    """Every test schema keeps public on its path, so pg_trgm must live there and nowhere else:
+    an extension created inside a private schema would vanish with it, or be invisible to the next."""
+    current = conn.execute(
+        sa.text("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE extname = 'pg_trgm'")
+    ).scalar()
+    if current is None:
+        conn.execute(sa.text("CREATE EXTENSION pg_trgm SCHEMA public"))
+    elif current != "public":
+        conn.execute(sa.text("ALTER EXTENSION pg_trgm SET SCHEMA public"))
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     problem = _pg_reachable()
@@ -54,6 +66,7 @@ def postgres_url():
     schema = f"crm_test_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(PG_URL)
     with admin.begin() as conn:
+        _trgm_in_public(conn)
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     url = with_search_path(PG_URL, schema)
     engine = sa.create_engine(url)
