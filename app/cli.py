@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from app.errors import ApiError
 from config.settings import ConfigError, load_settings
+from integrations.base import PlatformError
 
 
 def _fail(message: str) -> None:
@@ -27,6 +28,8 @@ def one_line_errors(command):
             detail = ", ".join(f"{k}: {v}" for k, v in exc.fields.items())
             _fail(exc.message + (f" ({detail})" if detail else ""))
         except ConfigError as exc:
+            _fail(str(exc))
+        except PlatformError as exc:
             _fail(str(exc))
         except sa.exc.OperationalError as exc:
             _fail(f"数据库不可用 / database unreachable: {type(exc.orig).__name__}")
@@ -132,6 +135,55 @@ def corp_list(as_json: bool) -> None:
         click.echo("尚未绑定企业 / no corps bound")
     for row in rows:
         click.echo(f"{row['corp_id']}\t{row['platform']}\t{row['name']}\tagent={row['agent_id'] or '-'}")
+
+
+@corp.command("test")
+@click.option("--corp", "corp_ref", default=None, help="CorpId; optional when one corp is bound")
+@one_line_errors
+def corp_test(corp_ref: str | None) -> None:
+    """Fetch a token and read the root department; on failure, say why in one line."""
+    from app.services.corps import find_corp
+    from integrations.registry import client_for
+    from models.db import Database
+
+    settings = load_settings()
+    database = Database(settings.database_url)
+    with database.session() as session:
+        bound = find_corp(session, corp_ref)
+    report = client_for(bound, settings=settings, database=database).test_connection()
+    if not report.ok:
+        _fail(report.message)
+    click.echo(report.message)
+
+
+@main.group()
+def org() -> None:
+    """Org structure sync."""
+
+
+@org.command("sync")
+@click.option("--corp", "corp_ref", default=None, help="CorpId; optional when one corp is bound")
+@click.option("--full", is_flag=True, help="full sync (the only kind a command can start; events are incremental)")
+@one_line_errors
+def org_sync(corp_ref: str | None, full: bool) -> None:
+    """Walk the platform's departments and users into the database (resumes an interrupted run)."""
+    from app.services import org_sync as sync
+    from app.services.corps import find_corp
+    from integrations.registry import client_for
+    from models.db import Database
+
+    if not full:
+        _fail("请加 --full：增量同步由平台事件驱动 / pass --full: incremental sync is driven by platform events")
+    settings = load_settings()
+    database = Database(settings.database_url)
+    with database.session() as session:
+        bound = find_corp(session, corp_ref)
+    try:
+        run = sync.full_sync(database, bound.id, client_for(bound, settings=settings, database=database))
+    except sync.SyncFailed as exc:
+        _fail(f"同步失败，可重新运行以继续 / sync failed, run again to resume: {exc}")
+    click.echo(f"同步完成 / synced: +{run.added} ~{run.updated} -{run.deactivated} users/depts, "
+               f"{run.removed} departments removed, {run.calls_made} API calls")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,22 @@
+"""The one place that turns a bound corp into its platform client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.services.corps import SecretBox
+from integrations.base import CredentialsError, PlatformClient
+from models.db import Database
+from models.org import Corp, Platform
+
+
+def client_for(corp: Corp, *, settings: Any, database: Database) -> PlatformClient:
+    secrets = SecretBox(settings.master_key).open(corp.secrets_ciphertext)
+    if corp.platform == Platform.DINGTALK:
+        from integrations.dingtalk.factory import client_for_corp
+
+        if not corp.app_key or not secrets.get("app_secret"):
+            raise CredentialsError("未配置 AppKey/AppSecret / AppKey or AppSecret missing", platform="dingtalk")
+        return client_for_corp(corp, secrets["app_secret"], settings=settings, database=database)
+    raise CredentialsError(f"平台 {corp.platform} 尚未接入 / platform {corp.platform} not supported yet",
+                           platform=corp.platform)

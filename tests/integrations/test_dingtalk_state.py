@@ -1,0 +1,259 @@
+"""DB-backed platform state on a real SQLite file: shared tokens, usage counts, rate limiter, event claims."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from integrations.dingtalk.events import claim_event, event_id_of, parse_event
+from integrations.dingtalk.ratelimit import DbRateLimiter, RateLimitTimeout
+from integrations.dingtalk.tokens import CachedToken, DbTokenStore, MemoryTokenStore, TokenCache
+from integrations.dingtalk.usage import DbUsageCounter, quota_family
+from models.platform import ApiUsage, PlatformToken, ProcessedEvent, RateWindow
+
+
+class Clock:
+    def __init__(self, t: float = 1_700_000_000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def test_db_store_encrypts_value_at_rest(database, master_key):
+    store = DbTokenStore(database, database.corp_pk, master_key)
+    lease = store.try_lease("access_token", 10)
+    store.save("access_token", CachedToken("very-secret-token", time.time() + 7200), lease)
+    with database.session() as s:
+        row = s.scalars(sa.select(PlatformToken)).one()
+    assert "very-secret-token" not in (row.value_ciphertext or "")
+    assert "very-secret-token" not in repr(row)
+    assert row.refreshing_until is None and row.lease_owner is None
+    loaded = store.load("access_token")
+    assert loaded.value == "very-secret-token"
+    assert abs(loaded.expires_at - (time.time() + 7200)) < 5
+
+
+def test_db_store_wrong_master_key_means_refetch_not_crash(database, master_key):
+    from cryptography.fernet import Fernet
+
+    store = DbTokenStore(database, database.corp_pk, master_key)
+    store.save("access_token", CachedToken("v", time.time() + 7200), store.try_lease("access_token", 10))
+    other = DbTokenStore(database, database.corp_pk, Fernet.generate_key().decode())
+    assert other.load("access_token") is None
+
+
+def test_db_lease_is_exclusive_until_it_expires(database, master_key):
+    clock = Clock(time.time())
+    a = DbTokenStore(database, database.corp_pk, master_key, clock=clock)
+    b = DbTokenStore(database, database.corp_pk, master_key, clock=clock)
+    lease = a.try_lease("access_token", 15)
+    assert lease is not None
+    assert b.try_lease("access_token", 15) is None
+    clock.t += 16
+    assert b.try_lease("access_token", 15) is not None
+    # The old holder can no longer clear someone else's lease.
+    a.release("access_token", lease)
+    assert a.try_lease("access_token", 15) is None
+
+
+def test_two_processes_share_one_token_fetch(database, master_key):
+    fetches = []
+
+    def fetch():
+        fetches.append(1)
+        time.sleep(0.2)  # a slow token endpoint: the others must wait, not fetch too
+        return f"token-{len(fetches)}", 7200
+
+    caches = [TokenCache(DbTokenStore(database, database.corp_pk, master_key), poll_seconds=0.02)
+              for _ in range(6)]
+    results = []
+    threads = [threading.Thread(target=lambda c=c: results.append(c.get("access_token", fetch))) for c in caches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fetches) == 1
+    assert results == ["token-1"] * 6
+
+
+def test_refresh_ahead_of_expiry_keeps_serving_old_token_while_someone_refreshes():
+    clock = Clock()
+    store = MemoryTokenStore(clock=clock)
+    cache = TokenCache(store, clock=clock, sleep=clock.sleep, refresh_margin=600)
+    assert cache.get("access_token", lambda: ("old", 7200)) == "old"
+    clock.t += 7200 - 300  # inside the refresh margin, still valid for 5 minutes
+    other = store.try_lease("access_token", 30)  # another process is refreshing right now
+    assert other is not None
+    fresh_cache = TokenCache(store, clock=clock, sleep=clock.sleep)
+    assert fresh_cache.get("access_token", lambda: pytest.fail("must not fetch")) == "old"
+    store.save("access_token", CachedToken("new", clock.t + 7200), other)
+    assert cache.get("access_token", lambda: pytest.fail("must not fetch")) == "new"
+
+
+def test_rejected_token_is_never_handed_out_again():
+    clock = Clock()
+    cache = TokenCache(MemoryTokenStore(clock=clock), clock=clock, sleep=clock.sleep)
+    values = iter(["t1", "t2"])
+    assert cache.get("access_token", lambda: (next(values), 7200)) == "t1"
+    assert cache.get("access_token", lambda: (next(values), 7200), rejected="t1") == "t2"
+
+
+def test_failed_fetch_releases_lease():
+    clock = Clock()
+    store = MemoryTokenStore(clock=clock)
+    cache = TokenCache(store, clock=clock, sleep=clock.sleep)
+
+    def boom():
+        raise RuntimeError("token endpoint down")
+
+    with pytest.raises(RuntimeError):
+        cache.get("access_token", boom)
+    assert store.try_lease("access_token", 10) is not None
+
+
+def test_stuck_lease_holder_does_not_block_forever():
+    clock = Clock()
+    store = MemoryTokenStore(clock=clock)
+    store.try_lease("access_token", 3600)  # holder died mid-refresh
+    cache = TokenCache(store, clock=clock, sleep=clock.sleep, wait_seconds=5)
+    assert cache.get("access_token", lambda: ("mine", 7200)) == "mine"
+    assert clock.t >= 1_700_000_005
+
+
+# ---------------------------------------------------------------- usage
+
+
+def test_quota_families():
+    assert quota_family("/topapi/message/corpconversation/asyncsend_v2") == "work_notification"
+    assert quota_family("/v1.0/todo/users/u/tasks") == "todo"
+    assert quota_family("/v1.0/workflow/processInstances") == "approval"
+    assert quota_family("/topapi/v2/user/list") == "other"
+
+
+def test_usage_counter_upserts_per_month_and_family(database):
+    now = [datetime(2026, 3, 31, 16, 30, tzinfo=UTC)]  # 00:30 on 1 April in Shanghai
+    counter = DbUsageCounter(database, database.corp_pk, "Asia/Shanghai", now=lambda: now[0])
+    for _ in range(3):
+        counter("/topapi/message/corpconversation/asyncsend_v2", quota_family("/topapi/message/corpconversation/"))
+    counter("/topapi/v2/user/get", quota_family("/topapi/v2/user/get"))
+    assert counter.totals("2026-04") == {"work_notification": 3, "other": 1}
+    now[0] = datetime(2026, 4, 30, 17, 0, tzinfo=UTC)  # May in Shanghai
+    counter("/v1.0/todo/users/u/tasks", quota_family("/v1.0/todo/"))
+    assert counter.totals("2026-05") == {"todo": 1}
+    with database.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(ApiUsage)) == 3
+
+
+def test_usage_counter_is_safe_under_threads(database):
+    counter = DbUsageCounter(database, database.corp_pk)
+    threads = [threading.Thread(target=lambda: [counter("/v1.0/todo/x", quota_family("/v1.0/todo/"))
+                                                 for _ in range(10)]) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert counter.totals() == {"todo": 50}
+
+
+# ---------------------------------------------------------------- rate limiter
+
+
+def test_rate_limiter_waits_for_next_second(database):
+    clock = Clock(1_700_000_000.25)
+    limiter = DbRateLimiter(database, database.corp_pk, per_second=3, clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        limiter.acquire("/topapi/v2/user/list")
+    assert clock.t == 1_700_000_000.25
+    limiter.acquire("/topapi/v2/user/list")
+    assert clock.t == pytest.approx(1_700_000_001.0)
+    # Another API has its own budget.
+    limiter.acquire("/topapi/v2/user/get")
+    assert clock.t == pytest.approx(1_700_000_001.0)
+
+
+def test_rate_limiter_shared_between_limiter_instances(database):
+    clock = Clock(1_700_000_000.0)
+    a = DbRateLimiter(database, database.corp_pk, per_second=2, clock=clock, sleep=clock.sleep)
+    b = DbRateLimiter(database, database.corp_pk, per_second=2, clock=clock, sleep=clock.sleep)
+    a.acquire("api")
+    b.acquire("api")
+    b.acquire("api")
+    assert clock.t == pytest.approx(1_700_000_001.0)
+
+
+def test_rate_limiter_gives_up_after_max_wait(database):
+    clock = Clock(1_700_000_000.0)
+    limiter = DbRateLimiter(database, database.corp_pk, per_second=1, clock=clock, sleep=lambda s: None,
+                            max_wait=0)
+    limiter.acquire("api")
+    with pytest.raises(RateLimitTimeout):
+        limiter.acquire("api")
+
+
+def test_rate_limiter_never_exceeds_limit_per_second_under_threads(database):
+    limiter = DbRateLimiter(database, database.corp_pk, per_second=5)
+    granted: list[int] = []
+
+    def work():
+        for _ in range(3):
+            limiter.acquire("/topapi/v2/user/list")
+            granted.append(1)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(granted) == 12
+    # The windows themselves are the guarantee (a thread may record its own timestamp late).
+    with database.session() as s:
+        counts = s.scalars(sa.select(RateWindow.count).where(RateWindow.api == "/topapi/v2/user/list")).all()
+    assert sum(counts) == 12 and max(counts) <= 5 and len(counts) >= 3
+
+
+# ---------------------------------------------------------------- events
+
+
+def test_parse_event_accepts_both_casings():
+    new = parse_event({"EventType": "user_add_org", "eventId": "e1", "userId": ["u1", "u2"], "CorpId": "d"})
+    old = parse_event({"EventType": "user_leave_org", "UserId": ["u3"], "TimeStamp": "1"})
+    dept = parse_event({"EventType": "org_dept_remove", "DeptId": [42]})
+    assert (new.kind, new.user_ids, new.event_id) == ("user_upsert", ("u1", "u2"), "e1")
+    assert (old.kind, old.user_ids) == ("user_leave", ("u3",))
+    assert (dept.kind, dept.dept_ids) == ("dept_remove", ("42",))
+    assert parse_event({"EventType": "check_url"}) is None
+
+
+def test_event_id_fallback_is_stable():
+    a = {"EventType": "user_add_org", "UserId": ["u1"], "TimeStamp": "1"}
+    assert event_id_of(a) == event_id_of(dict(reversed(list(a.items()))))
+    assert event_id_of(a) != event_id_of({**a, "TimeStamp": "2"})
+
+
+def test_claim_event_only_once(database):
+    with database.session() as s:
+        assert claim_event(s, database.corp_pk, "evt-1", "user_add_org") is True
+    with database.session() as s:
+        assert claim_event(s, database.corp_pk, "evt-1", "user_add_org") is False
+        assert claim_event(s, database.corp_pk, "evt-2") is True
+    with database.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(ProcessedEvent)) == 2
+
+
+def test_claim_event_rolled_back_with_failed_work(database):
+    with pytest.raises(RuntimeError), database.session() as s:
+        claim_event(s, database.corp_pk, "evt-9")
+        raise RuntimeError("handler failed")
+    with database.session() as s:
+        assert claim_event(s, database.corp_pk, "evt-9") is True
