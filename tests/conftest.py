@@ -48,7 +48,10 @@ def _trgm_in_public(conn) -> None:
     """Every test schema keeps public on its path, so pg_trgm must live there and nowhere else:
     an extension created inside a private schema would vanish with it, or be invisible to the next."""
     current = conn.execute(
-        sa.text("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE extname = 'pg_trgm'")
+        sa.text(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+            " WHERE extname = 'pg_trgm'"
+        )
     ).scalar()
     if current is None:
         conn.execute(sa.text("CREATE EXTENSION pg_trgm SCHEMA public"))
