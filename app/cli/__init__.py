@@ -89,6 +89,8 @@ def keygen() -> None:
 def _register_subcommands() -> None:
     """Every module in this package adds its own command group to `main`; importing them wires them up."""
     for module in pkgutil.iter_modules(__path__):
+        if module.name.startswith("_"):  # __main__ would run the command while we are still wiring it
+            continue
         importlib.import_module(f"{__name__}.{module.name}")
 
 
