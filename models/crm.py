@@ -67,10 +67,13 @@ class Customer(IdMixin, CorpScoped, Timestamps, Base):
     __tablename__ = "customers"
     __table_args__ = (
         sa.Index("ix_customers_corp_owner_updated", "corp_id", "owner_id", "updated_at"),
+        # Keyset pages: (corp, sort column, id) lets an admin's list walk the index and stop at the page.
         sa.Index("ix_customers_corp_updated", "corp_id", "updated_at", "id"),
+        sa.Index("ix_customers_corp_created", "corp_id", "created_at", "id"),
+        sa.Index("ix_customers_corp_name", "corp_id", "name", "id"),
         sa.Index("ix_customers_corp_name_norm", "corp_id", "name_norm"),
-        sa.Index("ix_customers_corp_next_contact", "corp_id", "next_contact_at"),
-        sa.Index("ix_customers_corp_last_contact", "corp_id", "last_contact_at"),
+        sa.Index("ix_customers_corp_next_contact", "corp_id", "next_contact_at", "id"),
+        sa.Index("ix_customers_corp_last_contact", "corp_id", "last_contact_at", "id"),
         sa.Index(
             "ix_customers_name_trgm",
             "name",
@@ -210,7 +213,8 @@ class Opportunity(IdMixin, CorpScoped, Timestamps, Base):
     __table_args__ = (
         sa.Index("ix_opportunities_customer", "customer_id"),
         sa.Index("ix_opportunities_corp_owner_stage", "corp_id", "owner_id", "stage_id"),
-        sa.Index("ix_opportunities_corp_updated", "corp_id", "updated_at", "id"),
+        # `deleted_at IS NULL` pins the second column, so the list's ORDER BY updated_at, id is index order.
+        sa.Index("ix_opportunities_corp_live_updated", "corp_id", "deleted_at", "updated_at", "id"),
     )
 
     customer_id: so.Mapped[int] = so.mapped_column(
@@ -235,6 +239,7 @@ class Task(IdMixin, CorpScoped, Timestamps, Base):
     __table_args__ = (
         sa.Index("ix_tasks_assignee_status_due", "assignee_id", "status", "due_at"),
         sa.Index("ix_tasks_customer", "customer_id"),
+        sa.Index("ix_tasks_created_by", "created_by_id"),
     )
 
     title: so.Mapped[str] = so.mapped_column(sa.String(200), nullable=False)

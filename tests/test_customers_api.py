@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 
 from models.audit import AuditLog
@@ -162,3 +164,28 @@ def test_custom_fields_are_validated_per_definition(client, database):
     assert resp.status_code == 201 and resp.get_json()["custom"] == {"budget": 5000, "channel": "直销"}
     with database.session() as s:
         assert s.execute(sa.select(sa.func.count()).select_from(Customer)).scalar() == 1
+
+
+def test_cursor_pages_over_a_nullable_sort_keep_every_row_once(client, database):
+    """next_contact_at is nullable: pages run through the dated rows, then the undated ones, none lost."""
+    org = _org(database)
+    with database.session() as s:
+        ids = []
+        for i in range(13):
+            when = None if i % 3 == 0 else datetime(2027, 1, 1 + i % 4, tzinfo=UTC)
+            ids.append(f.customer(s, org.corp, org.alice, name=f"排序客户{i:02d}", next_contact_at=when).id)
+    f.login(client, org.alice, org.corp)
+    for sort in ("next_contact_at", "-last_contact_at", "-updated_at", "created_at"):
+        seen, cursor, dates = [], None, []
+        while True:
+            params = {"limit": 4, "sort": sort, **({"cursor": cursor} if cursor else {})}
+            page = client.get("/api/v1/customers", query_string=params).get_json()
+            seen += [c["id"] for c in page["items"]]
+            dates += [c["next_contact_at"] for c in page["items"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen)), sort
+        if sort == "next_contact_at":
+            dated = [d for d in dates if d is not None]
+            assert dates == dated + [None] * (len(dates) - len(dated)) and dated == sorted(dated)

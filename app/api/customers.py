@@ -5,14 +5,13 @@ from __future__ import annotations
 from flask import jsonify
 
 from app.api import bp
-from app.api.parsing import Query, body
+from app.api.parsing import Query, body, corp_zone
 from app.auth.session import current_actor, login_required
 from app.db import get_session
 from app.openapi import accepts
 from app.schemas import CustomerIn, CustomerPatch
 from app.services import customers
 from app.services.pagination import parse_limit
-from models.org import Corp
 
 LIST_PARAMS = {"q", "tags_all", "tags_any", "grade", "source", "status", "region", "industry", "owner_id",
                "department_id", "stale_days", "next_contact_before", "next_contact_after", "in_pool", "sort",
@@ -24,7 +23,7 @@ LIST_PARAMS = {"q", "tags_all", "tags_any", "grade", "source", "status", "region
 def list_customers():
     """List customers in the caller's data scope, filtered, sorted, one cursor page at a time."""
     actor, session = current_actor(), get_session()
-    tz = session.get(Corp, actor.corp_id).timezone
+    tz = corp_zone(actor)
     args = Query(LIST_PARAMS)
     in_pool = args.bool("in_pool")
     query = customers.CustomerQuery(

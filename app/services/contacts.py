@@ -15,7 +15,7 @@ from app.errors import Conflict, NotFound, ValidationError
 from app.schemas import ContactCreate, ContactUpdate
 from app.services import audit, custom_fields, normalize
 from app.services.actor import Actor
-from app.services.customers import _guard_duplicate, contact_dict, find_duplicate
+from app.services.customers import contact_dict, find_duplicate, guard_duplicate
 from app.services.scope import customer_clause, load_customer
 from app.services.timeutil import iso
 from models.crm import Contact, Customer
@@ -50,7 +50,7 @@ def _guard_phones(session: so.Session, actor: Actor, customer_id: int, phones: d
     if not given:
         return None
     try:
-        return _guard_duplicate(session, actor, name_norm=None, phones=list(given.values()), allow=allow,
+        return guard_duplicate(session, actor, name_norm=None, phones=list(given.values()), allow=allow,
                                 exclude_id=customer_id)
     except Conflict as exc:
         # Name the contact field that collided rather than the customer form's "contacts".

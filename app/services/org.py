@@ -7,10 +7,9 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from app.errors import ValidationError
 from app.services import normalize, pagination
 from app.services.actor import Actor
-from app.services.scope import subtree_user_ids
+from app.services.scope import department_path, subtree_user_ids
 from models.org import Department, DepartmentLeader, User, UserDepartment
 
 
@@ -49,10 +48,7 @@ def list_users(session: so.Session, actor: Actor, *, department_id: int | None, 
         pattern = f"%{normalize.like_escape(q)}%"
         conditions.append(sa.or_(User.name.ilike(pattern, escape="\\"), User.platform_userid == q))
     if department_id is not None:
-        path = session.execute(sa.select(Department.path).where(
-            Department.id == department_id, Department.corp_id == actor.corp_id)).scalar_one_or_none()
-        if path is None:
-            raise ValidationError("部门不存在 / unknown department", fields={"department_id": "unknown"})
+        path = department_path(session, actor, department_id)
         conditions.append(User.id.in_(subtree_user_ids(actor.corp_id, [path])))
     key = pagination.SortKey(User.name, False, "str")
     if cursor:

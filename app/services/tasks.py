@@ -18,9 +18,9 @@ from app.errors import Forbidden, NotFound, ValidationError
 from app.schemas import TaskIn, TaskPatch
 from app.services import audit, pagination
 from app.services.actor import Actor
-from app.services.customers import _check_users, _may_assign, _users
+from app.services.customers import check_assignable, may_assign, user_refs
 from app.services.opportunities import load_opportunity
-from app.services.scope import led_department_paths, load_customer, subtree_user_ids, visible_customer_ids
+from app.services.scope import customer_clause, led_department_paths, load_customer, subtree_user_ids
 from app.services.timeutil import iso, to_utc
 from models.crm import Customer, Task, TaskStatus
 from models.org import Corp
@@ -50,8 +50,10 @@ def task_clause(session: so.Session, actor: Actor) -> sa.ColumnElement[bool]:
         return corp
     if actor.user_id is None:
         return sa.false()
-    mine = [Task.assignee_id == actor.user_id, Task.created_by_id == actor.user_id,
-            Task.customer_id.in_(visible_customer_ids(session, actor))]
+    # Correlated on the task's own customer (a primary-key probe), not `IN (every visible customer)`,
+    # which would materialise the whole scope — public pool included — for each check.
+    sees_customer = sa.exists().where(Customer.id == Task.customer_id, customer_clause(session, actor))
+    mine = [Task.assignee_id == actor.user_id, Task.created_by_id == actor.user_id, sees_customer]
     if actor.is_manager:
         paths = led_department_paths(session, actor)
         if paths:
@@ -70,7 +72,7 @@ def load_task(session: so.Session, actor: Actor, task_id: int, *, lock: bool = F
 
 
 def _dicts(session: so.Session, tasks: list[Task]) -> list[dict[str, Any]]:
-    users = _users(session, {t.assignee_id for t in tasks} | {t.created_by_id for t in tasks})
+    users = user_refs(session, {t.assignee_id for t in tasks} | {t.created_by_id for t in tasks})
     customer_ids = {t.customer_id for t in tasks if t.customer_id is not None}
     names = dict(session.execute(sa.select(Customer.id, Customer.name).where(Customer.id.in_(customer_ids)))
                  .all()) if customer_ids else {}
@@ -90,22 +92,24 @@ def detail(session: so.Session, actor: Actor, task_id: int) -> dict[str, Any]:
 def _check_assignee(session: so.Session, actor: Actor, assignee_id: int) -> None:
     if assignee_id == actor.user_id:
         return
-    _check_users(session, actor, [assignee_id], "assignee_id")
-    if not _may_assign(session, actor, assignee_id):
-        raise Forbidden("不能给该用户分配任务 / you may not assign tasks to this user",
-                        fields={"assignee_id": "not permitted"})
+    check_assignable(session, actor, assignee_id, "assignee_id",
+                     "不能给该用户分配任务 / you may not assign tasks to this user")
 
 
 def list_tasks(session: so.Session, actor: Actor, query: TaskQuery) -> dict[str, Any]:
     """Default: my tasks. `assignee_id` (someone in a manager's subtree, anyone for admins) or `customer_id`
-    (a customer the caller can see) widen it. Earliest due first, undated last."""
-    conditions: list[sa.ColumnElement[bool]] = [task_clause(session, actor)]
+    (a customer the caller can see) widen it. Earliest due first, undated last.
+
+    No `task_clause` here: each way in below is itself a scope branch that was just checked (my tasks; a
+    permitted assignee; a customer `load_customer` let through), so the corp is the only filter left and
+    the query stays on the assignee/customer index."""
+    conditions: list[sa.ColumnElement[bool]] = [Task.corp_id == actor.corp_id]
     if query.customer_id is not None:
         load_customer(session, actor, query.customer_id)
         conditions.append(Task.customer_id == query.customer_id)
     if query.assignee_id is not None:
         if query.assignee_id != actor.user_id and not (
-                (actor.is_admin or actor.is_manager) and _may_assign(session, actor, query.assignee_id)):
+                (actor.is_admin or actor.is_manager) and may_assign(session, actor, query.assignee_id)):
             raise Forbidden("只能查看自己或下属的任务 / you may only list your own or your team's tasks",
                             fields={"assignee_id": "not permitted"})
         conditions.append(Task.assignee_id == query.assignee_id)
