@@ -34,10 +34,17 @@ class Settings:
     wecom_api_base: str = "https://qyapi.weixin.qq.com/cgi-bin"
     wecom_oauth_base: str = "https://open.weixin.qq.com"
     timezone: str = "Asia/Shanghai"
+    # dd.config digest: SHA-256 per the current docs; older material says SHA-1 (fact sheet §4.2).
+    # A corp's own `jsapi_digest` setting wins over this.
+    dingtalk_jsapi_digest: str = "sha256"
+    # Where `crm serve` starts the in-process sandbox when no real corp is bound.
+    sandbox_port: int = 8900
     instance_path: Path = DEFAULT_INSTANCE
     # Development sign-in is only ever enabled by tests or when the app runs beside the sandbox.
     dev_login: bool = False
     sandbox: bool = False
+    # CRM_SANDBOX=auto (what `make run` sets): start the sandbox only while no real corp is bound.
+    sandbox_auto: bool = False
     testing: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -47,6 +54,19 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def for_corp(self, corp) -> Settings:
+        """These settings with the corp's own platform base URLs, when it has them (the sandbox corp
+        points at the local sandbox while every other corp keeps the real hosts)."""
+        own = {key: (corp.settings or {}).get(key) for key in CORP_BASE_OVERRIDES}
+        own = {key: value for key, value in own.items() if isinstance(value, str) and value}
+        return replace(self, **own) if own else self
+
+
+# Per-corp keys in `Corp.settings` that override the process-wide base URLs.
+CORP_BASE_OVERRIDES = ("dingtalk_oapi_base", "dingtalk_api_base", "wecom_api_base", "wecom_oauth_base")
+
+JSAPI_DIGESTS = ("sha256", "sha1")
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:
@@ -127,7 +147,15 @@ def load_settings(environ: dict[str, str] | None = None, instance_path: Path | N
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(f"CRM_TIMEZONE is not a known time zone: {tz!r}") from exc
 
-    sandbox = _parse_bool("CRM_SANDBOX", env.get("CRM_SANDBOX"), False)
+    raw_sandbox = env.get("CRM_SANDBOX")
+    sandbox_auto = (raw_sandbox or "").strip().lower() == "auto"
+    sandbox = False if sandbox_auto else _parse_bool("CRM_SANDBOX", raw_sandbox, False)
+    digest = env.get("CRM_DINGTALK_JSAPI_DIGEST", "sha256").strip().lower()
+    if digest not in JSAPI_DIGESTS:
+        raise ConfigError(f"CRM_DINGTALK_JSAPI_DIGEST must be sha256 or sha1, got {digest!r}")
+    raw_port = env.get("CRM_SANDBOX_PORT", "8900")
+    if not raw_port.isdigit() or not 0 < int(raw_port) < 65536:
+        raise ConfigError(f"CRM_SANDBOX_PORT must be a TCP port, got {raw_port!r}")
     return Settings(
         database_url=database_url,
         secret_key=secret_key,
@@ -146,7 +174,10 @@ def load_settings(environ: dict[str, str] | None = None, instance_path: Path | N
             "CRM_WECOM_OAUTH_BASE", env.get("CRM_WECOM_OAUTH_BASE", "https://open.weixin.qq.com")
         ),
         timezone=tz,
+        dingtalk_jsapi_digest=digest,
+        sandbox_port=int(raw_port),
         instance_path=instance,
         sandbox=sandbox,
+        sandbox_auto=sandbox_auto,
         dev_login=sandbox,
     )

@@ -52,11 +52,32 @@ def main() -> None:
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @one_line_errors
 def serve(host: str, port: int) -> None:
-    """Serve the app (embedded mode: the development-grade threaded server)."""
+    """Serve the app (embedded mode: the development-grade threaded server).
+
+    With CRM_SANDBOX=1, or CRM_SANDBOX=auto (`make run`) while no real corp is bound, the DingTalk sandbox
+    starts beside the app on CRM_SANDBOX_PORT, its corp is bound pointing at it and synced, and the
+    sandbox sign-in picker is on.
+    """
     from app import create_app
+    from app.services.sandbox_corp import sandbox_wanted, start_sandbox_mode
+    from models.db import Database
 
     settings = load_settings()
-    app = create_app(settings)
+    database = Database(settings.database_url)
+    with database.session() as session:
+        wanted = sandbox_wanted(session, settings)
+    if wanted:
+        local = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+        mode = start_sandbox_mode(database, settings, app_url=f"http://{local}:{port}")
+        settings = settings.with_overrides(sandbox=True, dev_login=True)
+        for corp_id in mode.corp_ids:
+            click.echo(f"沙箱模式 / sandbox mode: corp {corp_id} on {mode.url} ({mode.synced.get(corp_id, '')}); "
+                       f"sign in at /h5/ with the employee picker")
+    app = create_app(settings, database=database)
+    # Embedded mode: this process also schedules and delivers (production runs `crm scheduler`/`crm worker`).
+    from scheduler import start_embedded
+
+    start_embedded(settings, database)
     click.echo(f"CRM serving on http://{host}:{port}/  (database: {settings.database_url.split(':', 1)[0]})")
     app.run(host=host, port=port, threaded=True, use_reloader=False)
 
@@ -67,7 +88,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.option("--revision", default="heads", show_default=True)
+@click.option("--revision", default="head", show_default=True)
 @one_line_errors
 def db_upgrade(revision: str) -> None:
     """Apply Alembic migrations."""

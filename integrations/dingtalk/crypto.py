@@ -128,6 +128,10 @@ class CallbackCrypto:
 
     def decrypt(self, encrypt: str) -> str:
         """Return the plaintext; raise a `CallbackCryptoError` subclass for anything not well-formed."""
+        return self.decrypt_with_owner(encrypt)[0]
+
+    def decrypt_with_owner(self, encrypt: str) -> tuple[str, str]:
+        """The plaintext and which of `owner_keys` it carried (the reply must be sealed with that one)."""
         if not isinstance(encrypt, str) or not encrypt:
             raise MalformedCiphertextError("missing encrypt")
         try:
@@ -144,10 +148,12 @@ class CallbackCrypto:
         if 20 + length > len(buf):
             raise MalformedCiphertextError("length field runs past the end")
         msg, owner = buf[20 : 20 + length], buf[20 + length :]
-        if not any(hmac.compare_digest(owner, k.encode("utf-8")) for k in self.owner_keys):
+        # Compare against every key (no early exit), so timing does not tell which one was close.
+        matches = [k for k in self.owner_keys if hmac.compare_digest(owner, k.encode("utf-8"))]
+        if not matches:
             raise OwnerKeyMismatchError("owner key does not match this app")
         try:
-            return msg.decode("utf-8")
+            return msg.decode("utf-8"), matches[0]
         except UnicodeDecodeError as exc:
             raise MalformedCiphertextError("message is not UTF-8") from exc
 
@@ -164,6 +170,10 @@ class CallbackCrypto:
         Reads `msg_signature`, falling back to `signature`, and `timestamp` falling back to `timeStamp`,
         as the official crypto README does (§7.2).
         """
+        return self.open_request_with_owner(query, body)[0]
+
+    def open_request_with_owner(self, query: dict[str, Any], body: Any) -> tuple[dict[str, Any], str]:
+        """`open_request`, plus the owner key the push was sealed with."""
         signature = query.get("msg_signature") or query.get("signature")
         timestamp = query.get("timestamp") or query.get("timeStamp") or ""
         nonce = query.get("nonce") or ""
@@ -171,21 +181,23 @@ class CallbackCrypto:
         if not isinstance(encrypt, str) or not encrypt:
             raise MalformedCiphertextError("body has no encrypt field")
         self.verify(signature, str(timestamp), str(nonce), encrypt)
-        text = self.decrypt(encrypt)
+        text, owner = self.decrypt_with_owner(encrypt)
         try:
             payload = json.loads(text)
         except ValueError as exc:
             raise MalformedCiphertextError("decrypted message is not JSON") from exc
         if not isinstance(payload, dict):
             raise MalformedCiphertextError("decrypted message is not a JSON object")
-        return payload
+        return payload, owner
 
-    def seal(self, plaintext: str, *, timestamp: str | None = None, nonce: str | None = None) -> SignedEnvelope:
+    def seal(self, plaintext: str, *, timestamp: str | None = None, nonce: str | None = None,
+             owner_key: str | None = None) -> SignedEnvelope:
         ts = timestamp or str(int(time.time() * 1000))
         nc = nonce or secrets.token_hex(8)
-        encrypt = self.encrypt(plaintext)
+        encrypt = self.encrypt(plaintext, owner_key=owner_key)
         return SignedEnvelope(sign(self.token, ts, nc, encrypt), ts, nc, encrypt)
 
-    def success_reply(self) -> dict[str, str]:
-        """The JSON body DingTalk expects back within 2.5 s (§7.5)."""
-        return self.seal("success").reply_json()
+    def success_reply(self, owner_key: str | None = None) -> dict[str, str]:
+        """The JSON body DingTalk expects back within 2.5 s (§7.5), sealed with `owner_key` (default:
+        the first configured one)."""
+        return self.seal("success", owner_key=owner_key).reply_json()

@@ -1,11 +1,9 @@
-"""Decrypted address-book pushes → neutral `OrgEvent`s, and the once-only claim (fact sheet §6, §7).
+"""Decrypted address-book pushes → neutral `OrgEvent`s (fact sheet §6, §7).
 
-Usage in the callback view (sketch):
-    payload = CallbackCrypto(token, aes_key, [app_key, corp_id]).open_request(request.args, request.json)
-    event = parse_event(payload)           # None for check_url and events we do not handle
-    if event and claim_event(session, corp.id, event.event_id, payload.get("EventType")):
-        ... enqueue a re-fetch of event.user_ids / event.dept_ids ...
-    return CallbackCrypto(...).success_reply()
+The app's callback (`app/callbacks/dingtalk.py`) and Stream adapter (`integrations/dingtalk/stream.py`)
+both go `parse_event(payload)` → `app.services.event_inbox.record_event` (the inbox row is the once-only
+claim) → applier. `claim_event` below is the older, table-only claim, kept for callers that only need
+de-duplication.
 """
 
 from __future__ import annotations

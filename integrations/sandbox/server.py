@@ -4,14 +4,18 @@ foreground (`crm sandbox`)."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import Any
 
 from flask import Blueprint, Flask, jsonify
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from integrations.sandbox.corpgen import generate_corp
 from integrations.sandbox.dingtalk_api import create_blueprint
 from integrations.sandbox.dingtalk_state import DingTalkWorld
+from integrations.sandbox.wecom_api import create_wecom_blueprint
+from integrations.sandbox.wecom_state import WeComWorld
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,8 @@ def create_app(dingtalk: DingTalkWorld | None = None, *, extra_blueprints: tuple
     app.json.sort_keys = False
     app.extensions["sandbox.dingtalk"] = world
     app.register_blueprint(create_blueprint(world))
+    if not any(bp.name == "sandbox_wecom" for bp in extra_blueprints):  # tests pass their own WeCom world
+        app.register_blueprint(create_wecom_blueprint(WeComWorld()))
     for bp in extra_blueprints:
         app.register_blueprint(bp)
 
@@ -83,12 +89,33 @@ class SandboxServer:
         self.stop()
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on (host, port) now. werkzeug exits the process on a busy port,
+    so callers ask first and fail with one readable line instead."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself will
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def build_world(*, seed: int | str = 1, corps: int = 1, users: int = 60, depts: int | None = None,
+                latency: float = 0.0, qps_limit: int = 20) -> DingTalkWorld:
+    """A world of `corps` generated corps; `depts` asks for that many departments per corp."""
+    world = DingTalkWorld(seed, corps=0, users=users, qps_limit=qps_limit, latency=latency)
+    for index in range(corps):
+        world.add_corp(generate_corp(seed, index=index, users=users, depts=depts))
+    return world
+
+
 def serve(host: str = "127.0.0.1", port: int = 8900, *, seed: int | str = 1, corps: int = 1, users: int = 60,
-          latency: float = 0.0, qps_limit: int = 20, callback_url: str | None = None,
+          depts: int | None = None, latency: float = 0.0, qps_limit: int = 20, callback_url: str | None = None,
           extra_blueprints: tuple[Blueprint, ...] = (), block: bool = True) -> SandboxServer:
     """Start the sandbox. `block=True` serves until interrupted (for `crm sandbox`); otherwise the
     started server is returned and runs in a daemon thread."""
-    world = DingTalkWorld(seed, corps=corps, users=users, qps_limit=qps_limit, latency=latency)
+    world = build_world(seed=seed, corps=corps, users=users, depts=depts, latency=latency, qps_limit=qps_limit)
     if callback_url:
         for corp in world.corps.values():
             # `{corp}` lets one template serve several corps: /callbacks/dingtalk/{corp}

@@ -1,0 +1,1 @@
+"""Platform event callbacks (`/callbacks/<platform>/<corp>`): verify, store, answer — apply later."""

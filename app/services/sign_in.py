@@ -1,0 +1,92 @@
+"""Sign-in from the DingTalk workbench (免登): a one-time auth code becomes a session user.
+
+The code is exchanged through the platform (`topapi/v2/user/getuserinfo`, fact sheet §3.2); the person
+is then found in our mirror of the org, or fetched and added when the org sync has not seen them yet.
+Every refusal is a 4xx naming why; nothing here starts the session — the view does, after success.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from app.errors import Forbidden, NotFound, Unauthorized
+from app.services.org_sync import apply_users
+from app.services.platform import ClientFactory, unavailable
+from integrations.base import InvalidCodeError, NotFoundError, PermissionDeniedError, PlatformError
+from models.org import Corp, Platform, User
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    user: User
+    corp: Corp
+    created: bool  # first time we saw this person: fetched from the platform during sign-in
+
+
+def find_dingtalk_corp(session: so.Session, corp_id: str) -> Corp:
+    corp = session.execute(
+        sa.select(Corp).where(Corp.platform == Platform.DINGTALK, Corp.platform_corp_id == corp_id)
+    ).scalar_one_or_none()
+    if corp is None or not corp.active:
+        raise NotFound("该企业未绑定本应用 / this corp is not bound to the app", code="unknown_corp",
+                       fields={"corpId": "unknown"})
+    return corp
+
+
+def _outside_range() -> Forbidden:
+    return Forbidden("你不在本应用的可见范围内，请联系管理员 / you are outside the app's visible range",
+                     code="outside_visible_range", fields={"authCode": "user not visible to the app"})
+
+
+def _user_by_userid(session: so.Session, corp: Corp, userid: str) -> User | None:
+    return session.execute(
+        sa.select(User).where(User.corp_id == corp.id, User.platform_userid == userid)
+    ).scalar_one_or_none()
+
+
+def sign_in_with_dingtalk(session: so.Session, *, clients: ClientFactory, corp_id: str, auth_code: str) -> SignedIn:
+    """Exchange `auth_code` for the user of corp `corp_id`; create them if the sync has not yet."""
+    corp = find_dingtalk_corp(session, corp_id)
+    client = clients(corp)
+    try:
+        identity = client.exchange_sign_in_code(auth_code)
+    except InvalidCodeError:
+        raise Unauthorized("免登授权码无效、已过期或已使用，请重新进入应用 / sign-in code expired or already used",
+                           code="invalid_auth_code", fields={"authCode": "expired or already used"}) from None
+    except PermissionDeniedError:
+        raise _outside_range() from None
+    except PlatformError as exc:
+        raise unavailable(exc) from exc
+
+    user = _user_by_userid(session, corp, identity.userid)
+    created = False
+    if user is None:
+        try:
+            person = client.get_user(identity.userid)
+        except PermissionDeniedError:
+            raise _outside_range() from None
+        except NotFoundError:
+            raise Forbidden("钉钉通讯录中找不到你 / you are not in the corp's address book",
+                            code="user_not_in_org", fields={"authCode": "user not found"}) from None
+        except PlatformError as exc:
+            raise unavailable(exc) from exc
+        try:
+            # A savepoint: a concurrent first sign-in of the same person may win the insert.
+            with session.begin_nested():
+                apply_users(session, corp, [person], None)
+            created = True
+        except sa.exc.IntegrityError:
+            pass
+        user = _user_by_userid(session, corp, identity.userid)
+        if user is None:  # pragma: no cover - only if the row vanished between the two statements
+            raise unavailable(PlatformError("用户创建失败 / could not add the user", platform=corp.platform))
+    if not user.active:
+        raise Forbidden("账号已停用，请联系管理员 / your account is deactivated", code="account_disabled",
+                        fields={"authCode": "user deactivated"})
+    if identity.unionid and user.unionid != identity.unionid:
+        user.unionid = identity.unionid
+    session.flush()
+    return SignedIn(user=user, corp=corp, created=created)
