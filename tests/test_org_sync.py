@@ -4,15 +4,25 @@ removed departments, resume after a crash, and the SyncRun record."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import sqlalchemy as sa
 
-from app.services.org_sync import SyncFailed, full_sync
-from integrations.base import PlatformClient, PlatformDepartment, PlatformUser, RetryableError, UserPage
+from app.services.org_sync import SyncAlreadyRunning, SyncFailed, SyncStats, full_sync, open_run
+from integrations.base import (
+    PermissionDeniedError,
+    PlatformClient,
+    PlatformDepartment,
+    PlatformUser,
+    RetryableError,
+    UserPage,
+)
 from models.audit import AuditLog
 from models.crm import Customer
 from models.org import Department, DepartmentLeader, User, UserDepartment
 from models.platform import SyncRun
+from models.types import utcnow
 from tests import factories as f
 
 
@@ -38,6 +48,9 @@ class FakeOrg(PlatformClient):
         }
         self.calls = 0
         self.fail_on: str | None = None
+        self.fail_with: BaseException = RetryableError("系统繁忙 / system busy", code=-1, platform="fake")
+        self.fail_times = 1
+        self.on_list = None  # hook(dept_id) called before each user listing
 
     def get_department(self, dept_id):
         self.calls += 1
@@ -49,9 +62,11 @@ class FakeOrg(PlatformClient):
 
     def list_department_users(self, dept_id, cursor=None):
         self.calls += 1
-        if self.fail_on == dept_id:
-            self.fail_on = None
-            raise RetryableError("系统繁忙 / system busy", code=-1, platform="fake")
+        if self.on_list is not None:
+            self.on_list(dept_id)
+        if self.fail_on == dept_id and self.fail_times > 0:
+            self.fail_times -= 1
+            raise self.fail_with
         members = sorted(u for u, p in self.users.items() if dept_id in p.department_ids)
         start = int(cursor or 0)
         page = members[start : start + self.user_page_size]
@@ -151,17 +166,34 @@ def test_second_sync_moves_deactivates_with_handover_and_removes(database):
     assert users_after["ls"].active and users_after["ls"].id == users["ls"].id and users_after["ls"].left_at is None
 
 
+def _no_sleep(_seconds):
+    return None
+
+
+def test_transient_failure_is_retried_within_the_run(database):
+    with database.session() as s:
+        corp = f.corp(s)
+    fake = FakeOrg()
+    fake.fail_on, fake.fail_times = "4", 2  # "system busy" twice, then fine
+    run = full_sync(database, corp.id, fake, threads=2, sleep=_no_sleep)
+    assert run.status == "succeeded" and run.errors == []
+    assert run.calls_made == fake.calls == 1 + 4 + 5 + 2
+
+
 def test_failed_sync_is_recorded_and_resumed_not_restarted(database):
     with database.session() as s:
         corp = f.corp(s)
     fake = FakeOrg()
     fake.fail_on = "4"
+    fake.fail_with = PermissionDeniedError("没有调用该接口的权限", code=60011, platform="fake")
     with pytest.raises(SyncFailed):
-        full_sync(database, corp.id, fake, threads=1)
+        full_sync(database, corp.id, fake, threads=1, sleep=_no_sleep)
     with database.session() as s:
         failed = s.execute(sa.select(SyncRun)).scalar_one()
-        assert failed.status == "failed" and failed.errors[0]["code"] == "-1"
+        assert failed.status == "failed" and failed.errors[0]["code"] == "60011"
+        assert "dept 4" in failed.errors[0]["where"]
         assert set(failed.checkpoint["done"]) == {"1", "2", "3"}
+        assert failed.calls_made == fake.calls and failed.done == 3 and failed.total == 4
         # Nobody is deactivated by a run that did not finish.
         assert s.execute(sa.select(sa.func.count()).select_from(User).where(User.active.is_(False))).scalar() == 0
     fake.calls = 0
@@ -171,3 +203,163 @@ def test_failed_sync_is_recorded_and_resumed_not_restarted(database):
     assert fake.calls == 5 + 2
     _, users, _, _ = _state(database, corp.id)
     assert all(u.active for u in users.values()) and len(users) == 5
+
+
+class Crash(Exception):
+    """Stands in for the process dying mid-run."""
+
+
+def test_crash_mid_run_resumes_with_fewer_calls_than_from_scratch(database):
+    """A bigger org, chunks of 5 users: a crash while listing a late department keeps every finished
+    department, and the rerun lists only what was left."""
+    with database.session() as s:
+        corp = f.corp(s)
+    fake = FakeOrg()
+    for i in range(5, 25):
+        fake.depts[str(i)] = PlatformDepartment(str(i), "2" if i % 2 else "3", f"组{i}")
+        for j in range(3):
+            fake.users[f"u{i}-{j}"] = PlatformUser(f"u{i}-{j}", f"员工{i}-{j}", department_ids=(str(i),))
+    scratch = FakeOrg()
+    scratch.depts, scratch.users = dict(fake.depts), dict(fake.users)
+    with database.session() as s:
+        other = f.corp(s, corp_id="dingother")
+    full_sync(database, other.id, scratch, threads=2, chunk_users=5)
+    from_scratch = scratch.calls
+
+    fake.fail_on, fake.fail_with = "24", Crash("killed")
+    with pytest.raises(SyncFailed):
+        full_sync(database, corp.id, fake, threads=2, chunk_users=5)
+    with database.session() as s:
+        crashed = s.execute(sa.select(SyncRun).where(SyncRun.corp_id == corp.id)).scalar_one()
+        assert crashed.status == "failed" and crashed.errors[0]["code"] == "Crash"
+        done_before = set(crashed.checkpoint["done"])
+    assert "24" not in done_before and len(done_before) >= 10
+    fake.calls = 0
+    run = full_sync(database, corp.id, fake, threads=2, chunk_users=5)
+    assert run.status == "succeeded" and run.id == crashed.id and run.done == run.total == 24
+    assert fake.calls < from_scratch
+    # tree walk again (1 + 24) plus the departments not finished before the crash
+    pages = {d: max(1, -(-sum(d in u.department_ids for u in fake.users.values()) // fake.user_page_size))
+             for d in fake.depts}
+    assert fake.calls == 25 + sum(n for d, n in pages.items() if d not in done_before)
+    _, users, members, _ = _state(database, corp.id)
+    assert len(users) == 5 + 60 and all(u.active for u in users.values())
+    assert ("u24-2", "24") in members
+
+
+def test_a_killed_run_is_taken_over_but_a_live_one_is_not(database):
+    with database.session() as s:
+        corp = f.corp(s)
+        live = SyncRun(corp_id=corp.id, kind="full", status="running", heartbeat_at=utcnow(), checkpoint={})
+        s.add(live)
+    with pytest.raises(SyncAlreadyRunning):
+        full_sync(database, corp.id, FakeOrg())
+    with database.session() as s:
+        s.get(SyncRun, live.id).heartbeat_at = utcnow() - timedelta(minutes=5)  # the process died
+    run = full_sync(database, corp.id, FakeOrg())
+    assert run.id == live.id and run.status == "succeeded"
+    assert open_run(database, corp.id).id != live.id  # a finished run is not resumed
+
+
+class ListingOrg(FakeOrg):
+    """Like DingTalk's `user/list`: each listing only knows the listed department's order and whether
+    the person leads it."""
+
+    def __init__(self):
+        super().__init__()
+        self.lead: set[tuple[str, str]] = {("boss", "1"), ("mgr", "2"), ("zs", "3"), ("zs", "4")}
+        self.order = {("zs", "2"): 7, ("zs", "3"): 5, ("zs", "4"): 9}
+        self.users["zs"] = PlatformUser("zs", "张三", unionid="uz", title="经理", mobile="13800000000",
+                                        department_ids=("3", "4", "2"), main_department_id="3")
+
+    def list_department_users(self, dept_id, cursor=None):
+        page = super().list_department_users(dept_id, cursor)
+        from dataclasses import replace
+
+        return UserPage(
+            [replace(u, leader_of=(dept_id,) if (u.userid, dept_id) in self.lead else (),
+                     department_orders={dept_id: self.order.get((u.userid, dept_id), 0)}) for u in page.users],
+            page.next_cursor,
+        )
+
+
+def test_person_in_three_departments_gets_each_listing(database):
+    with database.session() as s:
+        corp = f.corp(s)
+    fake = ListingOrg()
+    run = full_sync(database, corp.id, fake, threads=2, chunk_users=1)
+    depts, users, members, leaders = _state(database, corp.id)
+    assert {d for u, d in members if u == "zs"} == {"2", "3", "4"}
+    assert {d for u, d in leaders if u == "zs"} == {"3", "4"}
+    assert users["zs"].title == "经理" and users["zs"].mobile == "13800000000"
+    with database.session() as s:
+        orders = dict(s.execute(sa.select(UserDepartment.department_id, UserDepartment.sort_order)
+                                .where(UserDepartment.user_id == users["zs"].id)).all())
+    assert orders == {depts["2"].id: 7, depts["3"].id: 5, depts["4"].id: 9}
+    assert run.added == 4 + 5 and run.updated == 0  # three sightings of 张三 are one addition
+
+    # 张三 leaves 华南 (and its leadership) and stops leading 华东; nothing else changes.
+    fake.users["zs"] = PlatformUser("zs", "张三", unionid="uz", title="经理", mobile="13800000000",
+                                    department_ids=("3", "2"), main_department_id="3")
+    fake.lead -= {("zs", "3"), ("zs", "4")}
+    run = full_sync(database, corp.id, fake, threads=2)
+    _, users2, members, leaders = _state(database, corp.id)
+    assert {d for u, d in members if u == "zs"} == {"2", "3"}
+    assert {d for u, d in leaders if u == "zs"} == set()
+    assert (run.added, run.updated, run.deactivated) == (0, 0, 0)
+    assert users2["zs"].id == users["zs"].id
+
+
+def test_progress_is_readable_from_another_session_while_running(database):
+    with database.session() as s:
+        corp = f.corp(s)
+    fake = FakeOrg()
+    for i in range(5, 15):
+        fake.depts[str(i)] = PlatformDepartment(str(i), "1", f"组{i}")
+        fake.users[f"u{i}"] = PlatformUser(f"u{i}", f"员工{i}", department_ids=(str(i),))
+    seen = []
+
+    def peek(dept_id):
+        if dept_id == "14":
+            import time as _time
+
+            _time.sleep(1.2)  # let the applier commit a progress chunk
+            with database.session() as s:
+                run = s.execute(sa.select(SyncRun)).scalar_one()
+                seen.append((run.status, run.done, run.total, run.calls_made, run.heartbeat_at))
+
+    fake.on_list = peek
+    run = full_sync(database, corp.id, fake, threads=1, progress_every=0.5)
+    status, done, total, calls, beat = seen[0]
+    assert status == "running" and 0 < done < total <= 14 and calls > 0 and beat is not None
+    assert (run.done, run.total) == (14, 14)
+
+
+def test_stats_report_calls_and_apply_rate(database):
+    with database.session() as s:
+        corp = f.corp(s)
+    stats = SyncStats()
+    fake = FakeOrg()
+    full_sync(database, corp.id, fake, stats=stats)
+    assert stats.api_calls == fake.calls and stats.users_applied == 6  # 张三 is listed twice
+    assert stats.apply_seconds > 0 and stats.apply_rate > 0 and stats.chunks >= 1
+
+
+class MovingOrg(FakeOrg):
+    """华南 (4) is moved under 华东 (3) while the walk runs: both parents list it."""
+
+    def list_sub_departments(self, dept_id):
+        kids = super().list_sub_departments(dept_id)
+        if dept_id == "3":
+            kids = [*kids, self.depts["4"]]
+        return kids
+
+
+def test_a_department_seen_twice_during_the_walk_is_synced_once(database):
+    with database.session() as s:
+        corp = f.corp(s)
+    fake = MovingOrg()
+    run = full_sync(database, corp.id, fake, threads=2)
+    assert run.status == "succeeded" and run.total == run.done == 4
+    # root + 4 listsub + 5 user pages: department 4 was neither walked nor listed twice
+    assert fake.calls == 1 + 4 + 5

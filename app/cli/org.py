@@ -31,6 +31,8 @@ def org_sync(corp_ref: str | None, full: bool) -> None:
         bound = find_corp(session, corp_ref)
     try:
         run = sync.full_sync(database, bound.id, client_for(bound, settings=settings, database=database))
+    except sync.SyncAlreadyRunning as exc:
+        _fail(f"已有同步在进行 / a sync is already running: {exc}")
     except sync.SyncFailed as exc:
         _fail(f"同步失败，可重新运行以继续 / sync failed, run again to resume: {exc}")
     click.echo(f"同步完成 / synced: +{run.added} ~{run.updated} -{run.deactivated} users/depts, "

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import quote
 
 from integrations.base import (
     ConnectionReport,
@@ -367,6 +368,10 @@ class DingTalkClient(PlatformClient):
             body["notifyConfigs"] = {"dingNotify": "1"}
         return self._api("POST", f"/v1.0/todo/users/{creator_unionid}/tasks", body,
                          params={"operatorId": creator_unionid})
+
+    def get_todo_by_source_id(self, owner_unionid: str, source_id: str) -> dict[str, Any]:
+        """The task created with `source_id` (our business id); `NotFoundError` when there is none."""
+        return self._api("GET", f"/v1.0/todo/users/{owner_unionid}/tasks/sources/{quote(source_id, safe='')}")
 
     def update_todo(self, owner_unionid: str, task_id: str, **fields: Any) -> bool:
         """Update `subject`, `description`, `dueTime`, `done`, `executorIds`... (camelCase keys)."""

@@ -158,7 +158,8 @@ def new_api_error(status: int, body: Any) -> PlatformError:
     if isinstance(body, dict) and code is None:
         return unexpected_body_error(body, status=status)
     return PlatformError(
-        f"钉钉接口返回错误 (DingTalk error): {message or status}", code=code or status, platform=PLATFORM
+        f"钉钉接口返回错误 (DingTalk error): {message or status}", code=code or status, platform=PLATFORM,
+        detail={"message": message} if message else None,
     )
 
 

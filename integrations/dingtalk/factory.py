@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from integrations.dingtalk.client import DingTalkClient, DingTalkCredentials
-from integrations.dingtalk.ratelimit import DbRateLimiter
+from integrations.dingtalk.ratelimit import DEFAULT_PER_SECOND, DbRateLimiter
 from integrations.dingtalk.tokens import DbTokenStore
 from integrations.dingtalk.usage import DbUsageCounter
 from models.db import Database
@@ -26,7 +26,7 @@ def _key(database: Database, corp: Any, app_secret: str, settings: Any, per_seco
 
 
 def client_for_corp(corp: Any, app_secret: str, *, settings: Any, database: Database,
-                    per_second: int = 15, reuse: bool = True, **kwargs: Any) -> DingTalkClient:
+                    per_second: int = DEFAULT_PER_SECOND, reuse: bool = True, **kwargs: Any) -> DingTalkClient:
     """`corp` is a `models.org.Corp` (or anything with the same attributes); `app_secret` is the
     decrypted AppSecret; `settings` provides the base URLs, master key and time zone.
 

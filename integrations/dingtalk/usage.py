@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zoneinfo
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -28,6 +29,26 @@ _FAMILIES: tuple[tuple[str, QuotaFamily], ...] = (
 
 # Families DingTalk counts against the monthly quota.
 COUNTED_FAMILIES = frozenset({QuotaFamily.WORK_NOTIFICATION, QuotaFamily.TODO, QuotaFamily.APPROVAL})
+# Standard edition, orgs created after 2025-11-19 (10,000 before); shared by all the org's internal apps.
+STANDARD_MONTHLY_QUOTA = 5000
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    """This month's counted calls against the org's monthly quota."""
+
+    month: str
+    used: int
+    quota: int
+    by_family: dict[str, int]  # every family, counted or not
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.quota - self.used)
+
+    @property
+    def share(self) -> float:
+        return self.used / self.quota if self.quota else 1.0
 
 
 def quota_family(path: str) -> QuotaFamily:
@@ -73,3 +94,10 @@ class DbUsageCounter:
                                                        t.c.month == (month or self.month()))
             ).all()
         return {r.family: r.count for r in rows}
+
+    def quota_usage(self, quota: int = STANDARD_MONTHLY_QUOTA, month: str | None = None) -> QuotaUsage:
+        """Used this month / quota, for the delivery layer to plan sends: only counted families add up."""
+        month = month or self.month()
+        totals = self.totals(month)
+        used = sum(n for family, n in totals.items() if family in COUNTED_FAMILIES)
+        return QuotaUsage(month=month, used=used, quota=quota, by_family=totals)

@@ -49,6 +49,8 @@ def _new_error(exc: ApiFailure) -> Response:
 
 
 def _fault_response(fault: Fault, new: bool) -> Response:
+    if fault.delay > 0:
+        time.sleep(fault.delay)
     if fault.raw is not None:
         # Verbatim bodies, e.g. the IP-block JSON or an HTML error page (§2.3).
         resp = jsonify(fault.raw) if isinstance(fault.raw, dict | list) else Response(
@@ -81,18 +83,37 @@ def create_blueprint(world: DingTalkWorld) -> Blueprint:
         if world.latency > 0:
             time.sleep(world.latency)
 
+    def answered_late(view: Callable[..., Response]) -> Callable[..., Response]:
+        """The gateway counts a call (QPS windows, faults) when it arrives; the configured latency is the
+        time until the answer leaves. Sleeping first made the sandbox's own thread scheduling (under load
+        a 50 ms sleep can take far longer) decide which second a call fell in."""
+
+        @wraps(view)
+        def wrapper(**kwargs):
+            resp = view(**kwargs)
+            latency()
+            return resp
+
+        return wrapper
+
     def old_api(path: str, *, methods: tuple[str, ...] = ("POST",)):
         """An OLD `oapi` endpoint: `?access_token=`, errcode answers, per-app QPS → 90018."""
 
         def decorate(fn: Callable[..., dict[str, Any]]):
+            @answered_late
             @wraps(fn)
             def view():
-                latency()
                 try:
                     if request.headers.get("x-acs-dingtalk-access-token") and not request.args.get(
                             "access_token"):
+                        world.note_call("-", path)
                         raise ApiFailure(88, "鉴权异常", sub_code="40000")
-                    corp = world.check_token(request.args.get("access_token"))
+                    try:
+                        corp = world.check_token(request.args.get("access_token"))
+                    except ApiFailure:
+                        world.note_call("-", path)
+                        raise
+                    world.note_call(corp.app_key, path)
                     fault = world.take_fault(path, corp.corp_id)
                     if fault is not None:
                         return _fault_response(fault, new=False)
@@ -114,9 +135,9 @@ def create_blueprint(world: DingTalkWorld) -> Blueprint:
         """A NEW v1.0 endpoint: token in `x-acs-dingtalk-access-token`, HTTP status + code answers."""
 
         def decorate(fn: Callable[..., Any]):
+            @answered_late
             @wraps(fn)
             def view(**kwargs):
-                latency()
                 try:
                     if request.args.get("access_token") and not request.headers.get(
                             "x-acs-dingtalk-access-token"):
@@ -131,7 +152,9 @@ def create_blueprint(world: DingTalkWorld) -> Blueprint:
                         try:
                             corp = world.check_token(token)
                         except ApiFailure:
+                            world.note_call("-", path_prefix)
                             raise ApiFailure(0, "不合法的access_token", code="InvalidAuthentication") from None
+                    world.note_call(corp.app_key if corp else "-", path_prefix)
                     fault = world.take_fault(path_prefix, corp.corp_id if corp else None)
                     if fault is not None:
                         return _fault_response(fault, new=True)
@@ -158,6 +181,7 @@ def create_blueprint(world: DingTalkWorld) -> Blueprint:
             # JSON only; a form body is rejected (§1.1).
             return _new_error(ApiFailure(0, "请求体必须是JSON", code="invalidParameter"))
         app_key = str(data.get("appKey") or "")
+        world.note_call(app_key or "-", "/v1.0/oauth2/accessToken")
         try:
             fault = world.take_fault("/v1.0/oauth2/accessToken", None)
             if fault is not None:
@@ -310,6 +334,11 @@ def create_blueprint(world: DingTalkWorld) -> Blueprint:
             world.todo_update(corp, union_id, task_id, _body())
         return {"result": True}
 
+    @new_api("/v1.0/todo/users/<union_id>/tasks/sources/<source_id>", "/v1.0/todo/", methods=("GET",))
+    def todo_by_source(corp, union_id, source_id):
+        task = world.todo_by_source(corp, union_id, source_id)
+        return {k: v for k, v in task.items() if k not in {"corpId", "ownerId", "executorStatus"}}
+
     @new_api("/v1.0/todo/users/<union_id>/tasks/<task_id>/executorStatus", "/v1.0/todo/", methods=("PUT",))
     def todo_executor_status(corp, union_id, task_id):
         world.todo_executor_status(corp, union_id, task_id, _body())
@@ -363,8 +392,32 @@ def create_blueprint(world: DingTalkWorld) -> Blueprint:
 
     @bp.get("/sandbox/dingtalk/calls")
     def calls():
-        return jsonify({"calls": [{"at": t, "appKey": a, "path": p} for t, a, p in world.calls[-1000:]],
-                        "total": len(world.calls)})
+        with world.lock:
+            return jsonify({"calls": [{"at": t, "appKey": a, "path": p} for t, a, p in world.calls[-1000:]],
+                            "total": sum(world.call_counts.values()), "byPath": dict(world.call_counts),
+                            "throttled": dict(world.throttled)})
+
+    @bp.delete("/sandbox/dingtalk/calls")
+    def reset_calls():
+        with world.lock:
+            world.calls.clear()
+            world.call_counts.clear()
+            world.throttled.clear()
+        return jsonify({"total": 0})
+
+    @bp.get("/sandbox/dingtalk/corps/<corp_id>/stats")
+    def corp_stats(corp_id):
+        """Sizes a sync can be judged against: the fewest calls a full sync needs at `pageSize`."""
+        try:
+            corp = world.corp(corp_id)
+            size = int(request.args.get("pageSize", 100))
+        except (ApiFailure, ValueError):
+            return jsonify({"error": "unknown corp or bad pageSize"}), 404
+        pages = sum(-(-len(corp.members(d)) // size) for d in corp.depts)
+        return jsonify({"departments": len(corp.depts), "users": len(corp.users),
+                        "memberships": sum(len(u.dept_ids) for u in corp.users.values()),
+                        "userPages": pages, "minimumCalls": len(corp.depts) + pages,
+                        "emptyDepartments": sum(1 for d in corp.depts if not corp.members(d))})
 
     @bp.post("/sandbox/dingtalk/config")
     def config():
@@ -390,7 +443,8 @@ def create_blueprint(world: DingTalkWorld) -> Blueprint:
             return jsonify({"error": "path is required"}), 400
         fault = Fault(path=data["path"], remaining=int(data.get("count", 1)), errcode=data.get("errcode"),
                       errmsg=data.get("errmsg", "sandbox fault"), status=int(data.get("status", 200)),
-                      code=data.get("code"), corp_id=data.get("corpId"), raw=data.get("raw"))
+                      code=data.get("code"), corp_id=data.get("corpId"), raw=data.get("raw"),
+                      after=int(data.get("after", 0)), delay=float(data.get("delay", 0)))
         with world.lock:
             world.faults.append(fault)
         return jsonify({"faults": len(world.faults)}), 201

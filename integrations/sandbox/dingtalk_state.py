@@ -3,7 +3,8 @@
 Kept free of HTTP so the rules can be read in one place; `dingtalk_api` turns requests into calls here.
 Numbers follow the fact sheet: tokens/tickets 7200 s (§1.3, §4.1; tickets capped at 24 h), sign-in codes
 5 min and single use (§3.1), 20 QPS per app per API (§2.3), ≤100 userids and ≤2048-byte `msg` per send,
-500 messages per user per day, identical content to a user once a day, both dropped silently (§9.1).
+500 messages per user per day, identical content to a user once a day, at most 5,000 recipients per send
+and 3 `to_all_user` broadcasts per day — all dropped silently (§9.1).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ TOKEN_TTL = 7200
 TICKET_MAX_AGE = 24 * 3600
 AUTH_CODE_TTL = 300
 MAX_USERIDS = 100
+MAX_DEPT_IDS = 20
+MAX_RECIPIENTS_PER_SEND = 5000  # internal apps (§9.1)
+MAX_BROADCASTS_PER_DAY = 3  # to_all_user (§9.1, FAQ)
 MAX_MSG_BYTES = 2048
 DAILY_CAP = 500
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
@@ -82,15 +86,18 @@ class Fault:
     code: str | None = None
     corp_id: str | None = None
     raw: Any = None  # a body answered verbatim (e.g. the IP-block JSON or HTML)
+    after: int = 0  # let this many matching calls through first: a failure in the middle of a run
+    delay: float = 0.0  # extra seconds before answering (beyond the client's read timeout = a timeout)
 
 
 class DingTalkWorld:
     def __init__(self, seed: int | str = 1, corps: int = 1, users: int = 60, *, qps_limit: int = 20,
-                 daily_cap: int = DAILY_CAP, latency: float = 0.0, monthly_quota: int | None = None) -> None:
+                 daily_cap: int = DAILY_CAP, latency: float = 0.0, monthly_quota: int | None = None,
+                 depts: int | None = None) -> None:
         self.lock = threading.RLock()
         self.corps: dict[str, SandboxCorp] = {}
         for i in range(corps):
-            self.add_corp(generate_corp(seed, index=i, users=users))
+            self.add_corp(generate_corp(seed, index=i, users=users, depts=depts))
         self.qps_limit = qps_limit
         self.daily_cap = daily_cap
         self.latency = latency
@@ -107,8 +114,11 @@ class DingTalkWorld:
         self.qps_windows: dict[tuple[str, str, int], int] = {}
         self.per_user_day: dict[tuple[str, str, str], int] = {}
         self.content_seen: set[tuple[str, str, str, str]] = set()
+        self.broadcasts: dict[tuple[str, str], int] = {}  # (app_key, local day) → to_all_user sends
         self.quota_used: dict[tuple[str, str], int] = {}
-        self.calls: list[tuple[float, str, str]] = []  # (time, app_key or '-', path)
+        self.calls: list[tuple[float, str, str]] = []  # (time, app_key or '-', path), the latest 10,000
+        self.call_counts: dict[str, int] = {}  # path → every call since start
+        self.throttled: dict[str, int] = {}  # path → calls answered 90018
         self.events_sent: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ basics
@@ -141,13 +151,26 @@ class DingTalkWorld:
             self.qps_windows[key] = self.qps_windows.get(key, 0) + 1
             if len(self.qps_windows) > 5000:
                 self.qps_windows = {k: v for k, v in self.qps_windows.items() if k[2] >= second - 2}
+            if self.qps_windows[key] > self.qps_limit:
+                self.throttled[path] = self.throttled.get(path, 0) + 1
+                return False
+            return True
+
+    def note_call(self, app_key: str, path: str) -> None:
+        """Every call that reaches the server, answered or failed (benchmarks compare these counts)."""
+        with self.lock:
             self.calls.append((self.now(), app_key, path))
-            return self.qps_windows[key] <= self.qps_limit
+            if len(self.calls) > 20_000:
+                del self.calls[:10_000]
+            self.call_counts[path] = self.call_counts.get(path, 0) + 1
 
     def take_fault(self, path: str, corp_id: str | None) -> Fault | None:
         with self.lock:
             for fault in self.faults:
                 if fault.remaining > 0 and path.startswith(fault.path) and fault.corp_id in (None, corp_id):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        continue
                     fault.remaining -= 1
                     return fault
             return None
@@ -293,7 +316,10 @@ class DingTalkWorld:
         if len(userids) > MAX_USERIDS:
             raise ApiFailure(400002, f"userid_list 最多 {MAX_USERIDS} 个")
         dept_ids = [d for d in str(body.get("dept_id_list") or "").split(",") if d]
-        if body.get("to_all_user") in (True, "true"):
+        if len(dept_ids) > MAX_DEPT_IDS:
+            raise ApiFailure(400002, f"dept_id_list 最多 {MAX_DEPT_IDS} 个")
+        broadcast = body.get("to_all_user") in (True, "true")
+        if broadcast:
             userids = list(corp.users)
         for d in dept_ids:
             dept = self.dept(corp, d)
@@ -306,9 +332,22 @@ class DingTalkWorld:
         with self.lock:
             sent = SentMessage(self.next_task_id, corp.corp_id, corp.agent_id, msg, now)
             self.next_task_id += 1
-            for uid in dict.fromkeys(userids):
+            over_broadcast = False
+            if broadcast:
+                key = (corp.app_key, day)
+                self.broadcasts[key] = self.broadcasts.get(key, 0) + 1
+                over_broadcast = self.broadcasts[key] > MAX_BROADCASTS_PER_DAY
+            for n, uid in enumerate(dict.fromkeys(userids)):
                 if uid not in corp.users:
                     sent.invalid.append(uid)
+                    continue
+                # Beyond the documented limits the send still answers success; these recipients are dropped.
+                # (The platform documents no forbidden code for them; the sandbox marks them with a word.)
+                if over_broadcast:
+                    sent.dropped[uid] = "to_all_user_daily_limit"
+                    continue
+                if n >= MAX_RECIPIENTS_PER_SEND:
+                    sent.dropped[uid] = "recipients_per_send_limit"
                     continue
                 seen_key = (corp.app_key, uid, day, digest)
                 count_key = (corp.app_key, uid, day)
@@ -391,6 +430,13 @@ class DingTalkWorld:
             raise ApiFailure(0, "task not exist", code="todo.taskUpdate.paramError")
         return task
 
+    def todo_by_source(self, corp: SandboxCorp, union_id: str, source_id: str) -> dict[str, Any]:
+        with self.lock:
+            for task in self.todos.values():
+                if task["corpId"] == corp.corp_id and task["sourceId"] == source_id:
+                    return task
+        raise ApiFailure(0, "task not exist", code="todo.taskQuery.paramError")
+
     def todo_update(self, corp: SandboxCorp, union_id: str, task_id: str, body: dict[str, Any]) -> None:
         with self.lock:
             task = self.todo_get(corp, union_id, task_id)
@@ -435,6 +481,7 @@ class DingTalkWorld:
                 hired_date=int(self.now() * 1000), active=False,
             )
             corp.users[uid] = user
+            corp.touch()
             return user
 
     def remove_user(self, corp: SandboxCorp, userid: str) -> SandboxUser:
@@ -444,6 +491,7 @@ class DingTalkWorld:
             for dept in corp.depts.values():
                 if userid in dept.manager_userids:
                     dept.manager_userids.remove(userid)
+            corp.touch()
             return user
 
     def add_dept(self, corp: SandboxCorp, *, name: str, parent_id: int) -> SandboxDept:
@@ -452,6 +500,7 @@ class DingTalkWorld:
             dept = SandboxDept(corp.next_dept_id, name, parent_id, 1000)
             corp.next_dept_id += 1
             corp.depts[dept.dept_id] = dept
+            corp.touch()
             return dept
 
     def remove_dept(self, corp: SandboxCorp, dept_id: int) -> SandboxDept:
@@ -460,4 +509,5 @@ class DingTalkWorld:
             if dept.dept_id == 1 or corp.children(dept.dept_id) or corp.members(dept.dept_id):
                 raise ApiFailure(60005, "部门下存在子部门或员工，不能删除")
             del corp.depts[dept.dept_id]
+            corp.touch()
             return dept

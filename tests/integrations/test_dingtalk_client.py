@@ -521,3 +521,34 @@ def test_limiter_is_asked_for_each_call(mocked):
     mocked.add(responses.POST, f"{OAPI}/topapi/v2/department/listsub", json={"errcode": 0, "result": []})
     client.list_sub_departments("1")
     assert asked == ["/v1.0/oauth2/accessToken", "/topapi/v2/department/listsub"]
+
+
+def test_delivery_report_maps_every_failure_family(client, mocked):
+    add_token(mocked)
+    mocked.add(responses.POST, f"{OAPI}/topapi/message/corpconversation/getsendresult", json={
+        "errcode": 0, "send_result": {
+            "read_user_id_list": ["ok1"], "unread_user_id_list": ["ok2", "cap", "dup"],
+            "invalid_user_id_list": ["gone"], "forbidden_user_id_list": ["blocked"],
+            "failed_user_id_list": ["broken"],
+            "forbidden_list": [{"code": "143105", "count": 1, "userid": "cap"},
+                               {"code": "143106", "count": 1, "userid": "dup"},
+                               {"code": "1430099", "count": 1, "userid": "odd"}]}})
+    report = client.delivery_report("7")
+    assert report.delivered == ("ok1", "ok2")
+    assert report.failed == {"gone": "invalid", "blocked": "forbidden", "broken": "failed", "cap": "daily_cap",
+                             "dup": "duplicate", "odd": "forbidden:1430099"}
+
+
+def test_action_card_button_opens_the_h5_page_inside_dingtalk(client, mocked):
+    add_token(mocked)
+    mocked.add(responses.POST, f"{OAPI}/topapi/message/corpconversation/asyncsend_v2",
+               json={"errcode": 0, "task_id": 5})
+    receipt = client.send_message(["u1"], Message(title="审批", markdown="请审批 #9", kind="approval",
+                                                  extra={"buttons": [{"title": "去审批",
+                                                                      "url": "https://crm.example/h5/#/approvals/9"}]}))
+    card = body(calls_to(mocked, "/topapi/message/corpconversation/asyncsend_v2")[0])["msg"]["action_card"]
+    assert card["btn_json_list"] == [{
+        "title": "去审批",
+        "action_url": "dingtalk://dingtalkclient/page/link?url=https%3A%2F%2Fcrm.example%2Fh5%2F%23%2Fapprovals%2F9"
+                      "&pc_slide=true"}]
+    assert receipt.task_id == "5"

@@ -155,6 +155,27 @@ def test_usage_counter_upserts_per_month_and_family(database):
         assert s.scalar(sa.select(sa.func.count()).select_from(ApiUsage)) == 3
 
 
+def test_quota_usage_counts_only_the_counted_families(database):
+    """Work notifications, to-dos and approvals use up the monthly quota; token, sign-in and contacts
+    calls are tallied (under `other`) but do not."""
+    now = [datetime(2026, 5, 31, 15, 59, tzinfo=UTC)]  # 23:59 on 31 May in Shanghai
+    counter = DbUsageCounter(database, database.corp_pk, "Asia/Shanghai", now=lambda: now[0])
+    calls = ["/v1.0/oauth2/accessToken", "/topapi/v2/user/getuserinfo", "/topapi/v2/user/list",
+             "/topapi/v2/department/listsub", "/topapi/message/corpconversation/asyncsend_v2",
+             "/topapi/message/corpconversation/getsendresult", "/v1.0/todo/users/u1/tasks",
+             "/v1.0/workflow/processInstances"]
+    for path in calls:
+        counter(path, quota_family(path))
+    may = counter.quota_usage(quota=5000)
+    assert (may.month, may.used, may.quota, may.remaining) == ("2026-05", 4, 5000, 4996)
+    assert may.by_family == {"other": 4, "work_notification": 2, "todo": 1, "approval": 1}
+    now[0] = datetime(2026, 5, 31, 16, 0, tzinfo=UTC)  # midnight in Shanghai: a new month, a fresh quota
+    counter("/v1.0/todo/users/u1/tasks", quota_family("/v1.0/todo/"))
+    june = counter.quota_usage(quota=3)
+    assert (june.month, june.used, june.remaining, round(june.share, 2)) == ("2026-06", 1, 2, 0.33)
+    assert counter.quota_usage(quota=5000, month="2026-05").used == 4
+
+
 def test_usage_counter_is_safe_under_threads(database):
     counter = DbUsageCounter(database, database.corp_pk)
     threads = [threading.Thread(target=lambda: [counter("/v1.0/todo/x", quota_family("/v1.0/todo/"))
@@ -169,27 +190,30 @@ def test_usage_counter_is_safe_under_threads(database):
 # ---------------------------------------------------------------- rate limiter
 
 
-def test_rate_limiter_waits_for_next_second(database):
+def test_rate_limiter_spaces_calls_evenly(database):
     clock = Clock(1_700_000_000.25)
-    limiter = DbRateLimiter(database, database.corp_pk, per_second=3, clock=clock, sleep=clock.sleep)
-    for _ in range(3):
+    limiter = DbRateLimiter(database, database.corp_pk, per_second=4, clock=clock, sleep=clock.sleep)
+    starts = []
+    for _ in range(5):
         limiter.acquire("/topapi/v2/user/list")
-    assert clock.t == 1_700_000_000.25
-    limiter.acquire("/topapi/v2/user/list")
-    assert clock.t == pytest.approx(1_700_000_001.0)
-    # Another API has its own budget.
+        starts.append(clock.t)
+    # The current slot (it began at .25) is free, then one call every 1/4 s: never a burst.
+    assert starts == pytest.approx([1_700_000_000.25, 1_700_000_000.5, 1_700_000_000.75, 1_700_000_001.0,
+                                    1_700_000_001.25])
+    # Another API has its own slots.
     limiter.acquire("/topapi/v2/user/get")
-    assert clock.t == pytest.approx(1_700_000_001.0)
+    assert clock.t == pytest.approx(1_700_000_001.25)
 
 
 def test_rate_limiter_shared_between_limiter_instances(database):
+    """Two instances (think: two processes) never get the same slot."""
     clock = Clock(1_700_000_000.0)
     a = DbRateLimiter(database, database.corp_pk, per_second=2, clock=clock, sleep=clock.sleep)
     b = DbRateLimiter(database, database.corp_pk, per_second=2, clock=clock, sleep=clock.sleep)
-    a.acquire("api")
-    b.acquire("api")
-    b.acquire("api")
-    assert clock.t == pytest.approx(1_700_000_001.0)
+    assert a.reserve("api") == pytest.approx(1_700_000_000.0)
+    assert b.reserve("api") == pytest.approx(1_700_000_000.5)
+    assert a.reserve("api") == pytest.approx(1_700_000_001.0)
+    assert b.reserve("api") == pytest.approx(1_700_000_001.5)
 
 
 def test_rate_limiter_gives_up_after_max_wait(database):
@@ -202,24 +226,29 @@ def test_rate_limiter_gives_up_after_max_wait(database):
 
 
 def test_rate_limiter_never_exceeds_limit_per_second_under_threads(database):
-    limiter = DbRateLimiter(database, database.corp_pk, per_second=5)
-    granted: list[int] = []
+    """Threads of two limiter instances: every granted slot is a distinct row, and no one-second
+    interval holds more than the limit."""
+    limiters = [DbRateLimiter(database, database.corp_pk, per_second=10) for _ in range(2)]
+    granted: list[float] = []
+    lock = threading.Lock()
 
-    def work():
-        for _ in range(3):
-            limiter.acquire("/topapi/v2/user/list")
-            granted.append(1)
+    def work(limiter):
+        for _ in range(4):
+            start = limiter.reserve("/topapi/v2/user/list")
+            with lock:
+                granted.append(start)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
+    threads = [threading.Thread(target=work, args=(limiters[i % 2],)) for i in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(granted) == 12
-    # The windows themselves are the guarantee (a thread may record its own timestamp late).
+    assert len(granted) == 24 and len(set(granted)) == 24
+    granted.sort()
+    assert all(b - a >= 0.1 - 1e-6 for a, b in zip(granted, granted[1:], strict=False))
     with database.session() as s:
-        counts = s.scalars(sa.select(RateWindow.count).where(RateWindow.api == "/topapi/v2/user/list")).all()
-    assert sum(counts) == 12 and max(counts) <= 5 and len(counts) >= 3
+        rows = s.scalars(sa.select(RateWindow.count).where(RateWindow.api == "/topapi/v2/user/list")).all()
+    assert len(rows) == 24 and set(rows) == {1}
 
 
 # ---------------------------------------------------------------- events

@@ -452,3 +452,99 @@ def test_event_to_wrong_receiver_is_reported_unaccepted(server, corp, http):
         srv.server_close()
         t.join(timeout=5)
     assert answer["accepted"] is False and "校验" in answer["deliveries"][0]["error"]
+
+
+# ---------------------------------------------------------------- limits added for issue 3
+
+
+def test_to_all_user_three_broadcasts_a_day_then_silently_dropped(server, corp, client, http):
+    everyone = set(corp.users)
+    tasks = []
+    for i in range(4):
+        body = {"agent_id": corp.agent_id, "to_all_user": True,
+                "msg": {"msgtype": "text", "text": {"content": f"全员通知 {i}"}}}
+        tasks.append(client._oapi("/topapi/message/corpconversation/asyncsend_v2", body)["task_id"])
+    inbox = {m["taskId"]: m for m in http.get(f"{server.url}/sandbox/dingtalk/inbox",
+                                               params={"corpId": corp.corp_id}).json()["messages"]}
+    for task in tasks[:3]:
+        assert set(inbox[task]["delivered"]) | set(inbox[task]["dropped"]) == everyone
+        assert "to_all_user_daily_limit" not in inbox[task]["dropped"].values()
+    # the fourth broadcast of the day answers success, like the platform, but reaches nobody
+    assert inbox[tasks[3]]["delivered"] == []
+    assert set(inbox[tasks[3]]["dropped"]) == everyone
+    assert set(inbox[tasks[3]]["dropped"].values()) == {"to_all_user_daily_limit"}
+    assert client.delivery_report(str(tasks[3])).failed[sorted(everyone)[0]] == "forbidden:to_all_user_daily_limit"
+
+
+def test_recipients_beyond_the_per_send_cap_are_dropped(server, corp, client, http, monkeypatch):
+    from integrations.sandbox import dingtalk_state
+
+    monkeypatch.setattr(dingtalk_state, "MAX_RECIPIENTS_PER_SEND", 5)
+    body = {"agent_id": corp.agent_id, "dept_id_list": "1",
+            "msg": {"msgtype": "text", "text": {"content": "部门通知 cap"}}}
+    task = client._oapi("/topapi/message/corpconversation/asyncsend_v2", body)["task_id"]
+    sent = server.world.messages[task]
+    assert len(sent.delivered) + sum(1 for c in sent.dropped.values() if c != "recipients_per_send_limit") <= 5
+    assert list(sent.dropped.values()).count("recipients_per_send_limit") == len(corp.users) - 5
+
+
+def test_more_than_20_departments_per_send_is_refused(corp, client):
+    from integrations.base import PlatformError
+
+    body = {"agent_id": corp.agent_id, "dept_id_list": ",".join(str(d) for d in range(1, 22)),
+            "msg": {"msgtype": "text", "text": {"content": "x"}}}
+    with pytest.raises(PlatformError) as info:
+        client._oapi("/topapi/message/corpconversation/asyncsend_v2", body)
+    assert info.value.code == "400002"
+
+
+def test_fault_after_n_calls_and_delayed_answer_is_a_timeout(server, corp, http):
+    c = make_client(server, corp, sleep=lambda s: None)
+    c.http.timeout = (3.0, 0.3)
+    http.post(f"{server.url}/sandbox/dingtalk/faults",
+              json={"path": "/topapi/v2/department/get", "after": 2, "delay": 0.6})
+    assert c.get_department("1").dept_id == "1"
+    assert c.get_department("1").dept_id == "1"
+    with pytest.raises(RetryableError) as info:
+        c.get_department("1")
+    assert info.value.code == "timeout"
+    assert c.get_department("1").dept_id == "1"  # one fault, used up
+    c.http.session.close()
+
+
+def test_500_and_system_busy_faults_on_new_and_old_apis(server, corp, client, http):
+    http.post(f"{server.url}/sandbox/dingtalk/faults", json={"path": "/topapi/v2/user/list", "status": 502})
+    http.post(f"{server.url}/sandbox/dingtalk/faults", json={"path": "/v1.0/todo/", "errcode": -1})
+    with pytest.raises(RetryableError) as old:
+        client.list_department_users("1")
+    someone = corp.users[sorted(corp.users)[0]]
+    with pytest.raises(RetryableError) as new:
+        client.create_todo(someone.unionid, subject="x", executor_unionids=[someone.unionid],
+                           detail_url="http://127.0.0.1/h5/", source_id="fault-1")
+    assert old.value.code == "502" and new.value.code == "systemError"
+
+
+def test_token_expiring_mid_run_is_refreshed_once(server, corp, http):
+    c = make_client(server, corp)
+    before = server.world.call_counts.get("/v1.0/oauth2/accessToken", 0)
+    c.list_sub_departments("1")
+    http.post(f"{server.url}/sandbox/dingtalk/config", json={"advanceClock": 7300})  # the token is now stale
+    for _ in range(3):
+        c.list_sub_departments("1")
+    assert server.world.call_counts["/v1.0/oauth2/accessToken"] - before == 2  # first fetch + one refresh
+    c.http.session.close()
+
+
+def test_calls_endpoint_counts_every_call_and_throttles(server, corp, http):
+    http.delete(f"{server.url}/sandbox/dingtalk/calls")
+    c = make_client(server, corp, throttle_retries=0)
+    c.get_department("1")
+    http.post(f"{server.url}/sandbox/dingtalk/faults", json={"path": "/topapi/v2/department/get", "errcode": 60011})
+    with pytest.raises(Exception):  # noqa: B017 - any error: only the counting matters here
+        c.get_department("1")
+    data = http.get(f"{server.url}/sandbox/dingtalk/calls").json()
+    assert data["byPath"]["/topapi/v2/department/get"] == 2 and data["throttled"] == {}
+    stats = http.get(f"{server.url}/sandbox/dingtalk/corps/{corp.corp_id}/stats", params={"pageSize": 100}).json()
+    assert stats["users"] == len(corp.users) and stats["departments"] == len(corp.depts)
+    assert stats["minimumCalls"] == stats["departments"] + stats["userPages"]
+    c.http.session.close()
