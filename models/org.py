@@ -22,6 +22,8 @@ class Role(enum.StrEnum):
     SALESPERSON = "salesperson"
     MANAGER = "manager"
     ADMIN = "admin"
+    # Pre-sales engineers receive the tasks the default "stage moved to 需求确认" rule creates.
+    PRESALES = "presales"
 
 
 class Corp(IdMixin, Timestamps, Base):

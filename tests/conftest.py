@@ -111,6 +111,15 @@ def database(request):
 
 
 @pytest.fixture
+def pg_database(postgres_url):
+    """For behaviour only PostgreSQL has (row locks, SKIP LOCKED): runs there only, never a skip on SQLite."""
+    db = Database(postgres_url)
+    _empty(db)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
 def settings(database, tmp_path) -> Settings:
     return Settings(
         database_url=database.url,

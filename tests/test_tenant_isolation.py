@@ -12,8 +12,11 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 import models
+from app.services import outbox
 from models.crm import Contact, FieldDefinition, FollowUp, Opportunity, OpportunityStage, Task
+from models.platform import SyncRun
 from tests import factories as f
+from tests.approval_helpers import corp_b_approval_ids
 
 MARK = "乙公司机密"
 PARAM = re.compile(r"<(?:\w+:)?(\w+)>")
@@ -67,6 +70,14 @@ def _corp_b(session):
         "department_id": org.sales.id,
         "stage_id": stage.id,
     }
+    ids.update(corp_b_approval_ids(session, org, opportunity))  # approvals, flows, rules
+    run = SyncRun(corp_id=org.corp.id, kind="full", status="succeeded")
+    session.add(run)
+    session.flush()
+    item = outbox.enqueue(session, corp_id=org.corp.id, kind="follow_up_due", recipient_user_id=org.alice.id,
+                          subject_type="customer", subject_id=customer.id, due_at=now,
+                          payload={"title": f"{MARK}提醒", "line": f"{MARK}提醒"})
+    ids.update(run_id=run.id, item_id=item.id)
     return org, ids
 
 

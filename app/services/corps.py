@@ -31,6 +31,11 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "quiet_hours": ["21:00", "08:00"],
     "leaver_policy": "leader",  # leader | pool
     "monthly_api_quota": 5000,
+    "quiet_hours_approvals": True,  # approvals go out even in quiet hours
+    "org_sync_time": "02:00",  # nightly full sync, corp time
+    "pool_hold_cap": 200,
+    "pool_daily_claims": 20,
+    "pool_reclaim_ban_days": 7,
 }
 
 
@@ -80,6 +85,11 @@ def create_corp(session: so.Session, box: SecretBox, *, platform: str, platform_
     for order, (key, label, prob, won, lost) in enumerate(DEFAULT_STAGES):
         session.add(OpportunityStage(corp_id=corp.id, key=key, name=label, probability=prob,
                                      sort_order=order, is_won=won, is_lost=lost))
+    session.flush()
+    # Imported here: approval defaults reach back into the CRM services, which import this module.
+    from app.services.approval_defaults import install_defaults
+
+    install_defaults(session, corp.id)
     session.flush()
     return corp
 

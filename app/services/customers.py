@@ -5,18 +5,27 @@ All access goes through `app.services.scope`; every write leaves an audit entry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from sqlalchemy.dialects import postgresql
 
 from app.errors import Conflict, Forbidden, ValidationError
 from app.schemas import ContactIn, CustomerIn, CustomerPatch
-from app.services import audit, custom_fields, normalize, pagination
+from app.services import approvals, assignment, audit, custom_fields, normalize, pagination, rules
 from app.services.actor import Actor
-from app.services.scope import customer_clause, led_department_paths, load_customer, subtree_user_ids
+from app.services.scope import (
+    customer_clause,
+    department_and_led_paths,
+    led_department_paths,
+    load_customer,
+    subtree_user_ids,
+    within,
+)
 from app.services.timeutil import iso, to_utc
 from models.crm import (
     Contact,
@@ -29,7 +38,7 @@ from models.crm import (
     Tag,
     Task,
 )
-from models.org import Corp, Department, User
+from models.org import Corp, User
 from models.types import utcnow
 
 AUDITED_FIELDS = ("name", "industry", "company_size", "source", "grade", "region", "address", "status",
@@ -76,7 +85,7 @@ def _corp(session: so.Session, actor: Actor) -> Corp:
     return session.get(Corp, actor.corp_id)
 
 
-def _check_users(session: so.Session, actor: Actor, ids: list[int], field_name: str) -> None:
+def check_users(session: so.Session, actor: Actor, ids: list[int], field_name: str) -> None:
     if not ids:
         return
     found = set(session.execute(
@@ -98,7 +107,7 @@ def _check_tags(session: so.Session, actor: Actor, ids: list[int]) -> None:
         raise ValidationError("标签不存在 / unknown tag", fields={"tag_ids": f"unknown tag id(s): {missing}"})
 
 
-def _may_assign(session: so.Session, actor: Actor, owner_id: int) -> bool:
+def may_assign(session: so.Session, actor: Actor, owner_id: int) -> bool:
     if actor.is_admin or owner_id == actor.user_id:
         return True
     if actor.is_manager:
@@ -107,6 +116,17 @@ def _may_assign(session: so.Session, actor: Actor, owner_id: int) -> bool:
             inside = sa.literal(owner_id).in_(subtree_user_ids(actor.corp_id, paths))
             return session.execute(sa.select(sa.literal(1)).where(inside)).first() is not None
     return False
+
+
+def check_assignable(session: so.Session, actor: Actor, user_id: int, field_name: str, message: str) -> None:
+    """`user_id` is an active user of the corp whom the actor may hand work to (self; a manager's subtree;
+    anyone for admins): else 422/403 naming `field_name`."""
+    check_users(session, actor, [user_id], field_name)
+    if not may_assign(session, actor, user_id):
+        raise Forbidden(message, fields={field_name: "not permitted"})
+
+
+ASSIGN_CUSTOMER = "不能把客户分配给该用户 / you may not assign customers to this user"
 
 
 def find_duplicate(session: so.Session, corp_id: int, name_norm: str | None, phones: list[str],
@@ -130,7 +150,7 @@ def find_duplicate(session: so.Session, corp_id: int, name_norm: str | None, pho
     return None
 
 
-def _guard_duplicate(session: so.Session, actor: Actor, *, name_norm: str | None, phones: list[str],
+def guard_duplicate(session: so.Session, actor: Actor, *, name_norm: str | None, phones: list[str],
                      allow: bool, exclude_id: int | None = None) -> dict[str, Any] | None:
     dup = find_duplicate(session, actor.corp_id, name_norm, phones, exclude_id)
     if dup is None:
@@ -159,11 +179,8 @@ def create_customer(session: so.Session, actor: Actor, data: CustomerIn) -> Cust
     corp = _corp(session, actor)
     owner_id = data.owner_id if data.owner_id is not None else actor.user_id
     if owner_id is not None:
-        _check_users(session, actor, [owner_id], "owner_id")
-        if not _may_assign(session, actor, owner_id):
-            raise Forbidden("不能把客户分配给该用户 / you may not assign customers to this user",
-                            fields={"owner_id": "not permitted"})
-    _check_users(session, actor, data.collaborator_ids, "collaborator_ids")
+        check_assignable(session, actor, owner_id, "owner_id", ASSIGN_CUSTOMER)
+    check_users(session, actor, data.collaborator_ids, "collaborator_ids")
     _check_tags(session, actor, data.tag_ids)
     custom = custom_fields.validate(session, actor.corp_id, "customer", data.custom)
     contact_customs = [
@@ -171,7 +188,7 @@ def create_customer(session: so.Session, actor: Actor, data: CustomerIn) -> Cust
     ]
     name_norm = normalize.company_name(data.name)
     phones = [p for c in data.contacts for p in (normalize.phone(c.mobile), normalize.phone(c.phone)) if p]
-    override = _guard_duplicate(session, actor, name_norm=name_norm, phones=phones, allow=data.allow_duplicate)
+    override = guard_duplicate(session, actor, name_norm=name_norm, phones=phones, allow=data.allow_duplicate)
 
     customer = Customer(
         corp_id=actor.corp_id, name=data.name, name_norm=name_norm, industry=data.industry,
@@ -195,6 +212,8 @@ def create_customer(session: so.Session, actor: Actor, data: CustomerIn) -> Cust
     if override:
         audit.record(session, actor, "duplicate_override", "customer", customer.id, {"match": override})
     session.flush()
+    assignment.assign_unowned(session, actor, customer)
+    rules.fire(session, actor, "customer_created", customer)
     return customer
 
 
@@ -202,6 +221,7 @@ def update_customer(session: so.Session, actor: Actor, customer_id: int, patch: 
     customer = load_customer(session, actor, customer_id, for_write=True, lock=True)
     corp = _corp(session, actor)
     given = patch.model_fields_set - {"allow_duplicate"}
+    approvals.assert_not_locked(session, "customer", customer.id, given)
     before = _snapshot(customer)
     before_tags = sorted(session.execute(
         sa.select(CustomerTag.tag_id).where(CustomerTag.customer_id == customer.id)).scalars())
@@ -213,7 +233,7 @@ def update_customer(session: so.Session, actor: Actor, customer_id: int, patch: 
             raise ValidationError(f"{required} 不能为空 / {required} cannot be null", fields={required: "required"})
     if "name" in given and patch.name != customer.name:
         name_norm = normalize.company_name(patch.name)
-        override = _guard_duplicate(session, actor, name_norm=name_norm, phones=[], allow=patch.allow_duplicate,
+        override = guard_duplicate(session, actor, name_norm=name_norm, phones=[], allow=patch.allow_duplicate,
                                     exclude_id=customer.id)
         if override:
             audit.record(session, actor, "duplicate_override", "customer", customer.id, {"match": override})
@@ -229,10 +249,7 @@ def update_customer(session: so.Session, actor: Actor, customer_id: int, patch: 
     if "owner_id" in given and patch.owner_id != customer.owner_id:
         if patch.owner_id is None:
             raise ValidationError("负责人不能为空 / owner cannot be empty", fields={"owner_id": "required"})
-        _check_users(session, actor, [patch.owner_id], "owner_id")
-        if not _may_assign(session, actor, patch.owner_id):
-            raise Forbidden("不能把客户分配给该用户 / you may not assign customers to this user",
-                            fields={"owner_id": "not permitted"})
+        check_assignable(session, actor, patch.owner_id, "owner_id", ASSIGN_CUSTOMER)
         customer.owner_id = patch.owner_id
         customer.in_pool = False
     if "tag_ids" in given and patch.tag_ids is not None:
@@ -241,7 +258,7 @@ def update_customer(session: so.Session, actor: Actor, customer_id: int, patch: 
         for tag_id in dict.fromkeys(patch.tag_ids):
             session.add(CustomerTag(corp_id=actor.corp_id, customer_id=customer.id, tag_id=tag_id))
     if "collaborator_ids" in given and patch.collaborator_ids is not None:
-        _check_users(session, actor, patch.collaborator_ids, "collaborator_ids")
+        check_users(session, actor, patch.collaborator_ids, "collaborator_ids")
         session.execute(sa.delete(CustomerCollaborator).where(CustomerCollaborator.customer_id == customer.id))
         for user_id in dict.fromkeys(patch.collaborator_ids):
             if user_id != customer.owner_id:
@@ -261,6 +278,8 @@ def update_customer(session: so.Session, actor: Actor, customer_id: int, patch: 
         if "owner_id" in changes:
             audit.record(session, actor, "assign", "customer", customer.id, {"owner_id": changes["owner_id"]})
     session.flush()
+    if "owner_id" in changes:
+        rules.fire(session, actor, "customer_assigned", customer)
     return customer
 
 
@@ -277,21 +296,14 @@ def delete_customer(session: so.Session, actor: Actor, customer_id: int) -> None
 # ----------------------------------------------------------------------------- reading
 
 
-def _tags_by_customer(session: so.Session, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    out: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-    if not ids:
-        return out
-    rows = session.execute(
-        sa.select(CustomerTag.customer_id, Tag.id, Tag.group_name, Tag.name, Tag.color)
-        .join(Tag, Tag.id == CustomerTag.tag_id).where(CustomerTag.customer_id.in_(ids))
-        .order_by(Tag.group_name, Tag.name)
-    )
-    for cid, tid, group, name, color in rows:
-        out[cid].append({"id": tid, "group": group, "name": name, "color": color})
-    return out
+SUMMARY_COLUMNS = (Customer.id, Customer.name, Customer.industry, Customer.company_size, Customer.source,
+                   Customer.grade, Customer.region, Customer.status, Customer.in_pool, Customer.owner_id,
+                   Customer.custom, Customer.last_contact_at, Customer.next_contact_at, Customer.created_at,
+                   Customer.updated_at)
 
 
-def _users(session: so.Session, ids: set[int]) -> dict[int, dict[str, Any]]:
+def user_refs(session: so.Session, ids: set[int]) -> dict[int, dict[str, Any]]:
+    """{id: {"id", "name", "active"}} for the given user ids — how every record shows a person."""
     ids = {i for i in ids if i is not None}
     if not ids:
         return {}
@@ -299,14 +311,38 @@ def _users(session: so.Session, ids: set[int]) -> dict[int, dict[str, Any]]:
     return {uid: {"id": uid, "name": name, "active": active} for uid, name, active in rows}
 
 
-def summary_dicts(session: so.Session, customers: list[Customer]) -> list[dict[str, Any]]:
-    ids = [c.id for c in customers]
-    tags = _tags_by_customer(session, ids)
-    users = _users(session, {c.owner_id for c in customers})
+def _owners_and_tags(session: so.Session, ids: list[int]) -> tuple[dict[int, dict[str, Any] | None],
+                                                                    dict[int, list[dict[str, Any]]]]:
+    """Each customer's owner and tags in one round trip: a customer row per tag (or one without tags),
+    owner columns repeated. Primary-key lookups for one page only."""
+    owners: dict[int, dict[str, Any] | None] = dict.fromkeys(ids)
+    tags: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    if not ids:
+        return owners, tags
+    rows = session.execute(
+        sa.select(Customer.id, User.id, User.name, User.active, Tag.id, Tag.group_name, Tag.name, Tag.color)
+        .select_from(Customer)
+        .outerjoin(User, User.id == Customer.owner_id)
+        .outerjoin(CustomerTag, CustomerTag.customer_id == Customer.id)
+        .outerjoin(Tag, Tag.id == CustomerTag.tag_id)
+        .where(Customer.id.in_(ids))
+        .order_by(Tag.group_name, Tag.name)
+    )
+    for cid, uid, uname, active, tid, group, tname, color in rows:
+        if uid is not None:
+            owners[cid] = {"id": uid, "name": uname, "active": active}
+        if tid is not None:
+            tags[cid].append({"id": tid, "group": group, "name": tname, "color": color})
+    return owners, tags
+
+
+def summary_dicts(session: so.Session, customers: Sequence[Any]) -> list[dict[str, Any]]:
+    """List items, from Customer objects or rows of SUMMARY_COLUMNS (the list reads only those)."""
+    owners, tags = _owners_and_tags(session, [c.id for c in customers])
     return [{
         "id": c.id, "name": c.name, "industry": c.industry, "company_size": c.company_size, "source": c.source,
         "grade": c.grade, "region": c.region, "status": c.status, "in_pool": c.in_pool,
-        "owner": users.get(c.owner_id), "tags": tags[c.id], "custom": c.custom,
+        "owner": owners[c.id], "tags": tags[c.id], "custom": c.custom,
         "last_contact_at": iso(c.last_contact_at), "next_contact_at": iso(c.next_contact_at),
         "created_at": iso(c.created_at), "updated_at": iso(c.updated_at),
     } for c in customers]
@@ -346,7 +382,7 @@ def detail(session: so.Session, actor: Actor, customer_id: int) -> dict[str, Any
     tasks = session.execute(
         sa.select(Task).where(Task.customer_id == customer.id).order_by(Task.status, Task.due_at, Task.id)
         .limit(50)).scalars().all()
-    users = _users(session, set(collab_ids) | {f.author_id for f in follow_ups} | {t.assignee_id for t in tasks}
+    users = user_refs(session, set(collab_ids) | {f.author_id for f in follow_ups} | {t.assignee_id for t in tasks}
                    | {o.owner_id for o, _ in opportunities})
     body["collaborators"] = [users[i] for i in collab_ids if i in users]
     body["contacts"] = [contact_dict(c) for c in contacts]
@@ -378,12 +414,36 @@ def _search_clause(corp_id: int, q: str) -> sa.ColumnElement[bool]:
     return Customer.id.in_(sa.union(by_name, by_contact))
 
 
+def _owned_in_subtree(session: so.Session, corp_id: int, path: str) -> sa.ColumnElement[bool]:
+    members = subtree_user_ids(corp_id, [path])
+    if session.get_bind().dialect.name != "postgresql":
+        return Customer.owner_id.in_(members)
+    # Members read first and sent as one array: `owner_id = ANY(<constant>)` is a hash probe on each row the
+    # sort-index walk meets, before its tag probes. Left as IN (subquery), PostgreSQL joins the member list
+    # back with a nested loop over all of it for every row walked — most of the time of a subtree page.
+    ids = list(session.execute(members).scalars())
+    return Customer.owner_id == sa.any_(sa.literal(ids, postgresql.ARRAY(sa.BigInteger)))
+
+
 def list_customers(session: so.Session, actor: Actor, query: CustomerQuery) -> dict[str, Any]:
     if query.sort not in SORTS:
         raise ValidationError("不支持的排序 / unsupported sort", fields={"sort": f"one of {sorted(SORTS)}"})
     column_name, descending, kind = SORTS[query.sort]
     key = pagination.SortKey(getattr(Customer, column_name), descending, kind)
-    conditions: list[sa.ColumnElement[bool]] = [customer_clause(session, actor)]
+    cursor = pagination.decode_cursor(query.cursor, kind) if query.cursor else None
+    conditions: list[sa.ColumnElement[bool]] = []
+    scope_needed, led_paths = True, None
+    if query.department_id is not None:
+        path, led_paths = department_and_led_paths(session, actor, query.department_id)
+        conditions.append(_owned_in_subtree(session, actor.corp_id, path))
+        # A manager's own subtree: every customer owned in it is in scope, and without the scope's OR
+        # the planner can walk the sort index and stop at the page.
+        scope_needed = not (led_paths and within(path, led_paths))
+    if scope_needed:
+        conditions.append(customer_clause(session, actor, include_pool=query.in_pool is not False,
+                                          led_paths=led_paths))
+    else:
+        conditions += [Customer.corp_id == actor.corp_id, Customer.deleted_at.is_(None)]
     if query.in_pool is not None:
         conditions.append(Customer.in_pool.is_(query.in_pool))
     for tag_id in dict.fromkeys(query.tags_all):
@@ -395,12 +455,6 @@ def list_customers(session: so.Session, actor: Actor, query: CustomerQuery) -> d
                          ("region", query.region), ("industry", query.industry), ("owner_id", query.owner_id)):
         if values:
             conditions.append(getattr(Customer, name).in_(values))
-    if query.department_id is not None:
-        path = session.execute(sa.select(Department.path).where(
-            Department.id == query.department_id, Department.corp_id == actor.corp_id)).scalar_one_or_none()
-        if path is None:
-            raise ValidationError("部门不存在 / unknown department", fields={"department_id": "unknown"})
-        conditions.append(Customer.owner_id.in_(subtree_user_ids(actor.corp_id, [path])))
     if query.stale_days is not None:
         cutoff = utcnow() - timedelta(days=query.stale_days)
         conditions.append(sa.or_(Customer.last_contact_at < cutoff,
@@ -411,13 +465,13 @@ def list_customers(session: so.Session, actor: Actor, query: CustomerQuery) -> d
         conditions.append(Customer.next_contact_at >= query.next_contact_after)
     if query.q:
         conditions.append(_search_clause(actor.corp_id, query.q))
-    if query.cursor:
-        value, row_id = pagination.decode_cursor(query.cursor, kind)
-        conditions.append(pagination.after(key, Customer.id, value, row_id))
+    if cursor is not None:
+        conditions.append(pagination.after(key, Customer.id, *cursor))
 
-    stmt = (sa.select(Customer).where(*conditions).order_by(*pagination.order_by(key, Customer.id))
+    # Plain rows of the columns shown: the page is only serialised, so no ORM identity map or change tracking.
+    stmt = (sa.select(*SUMMARY_COLUMNS).where(*conditions).order_by(*pagination.order_by(key, Customer.id))
             .limit(query.limit + 1))
-    rows = session.execute(stmt).scalars().all()
+    rows = session.execute(stmt).all()
     has_more = len(rows) > query.limit
     rows = rows[: query.limit]
     next_cursor = None

@@ -13,9 +13,9 @@ import sqlalchemy.orm as so
 
 from app.errors import Forbidden, NotFound, ValidationError
 from app.schemas import FollowUpIn
-from app.services import audit, pagination
+from app.services import audit, pagination, rules
 from app.services.actor import Actor
-from app.services.customers import _users, follow_up_dict
+from app.services.customers import follow_up_dict, user_refs
 from app.services.scope import customer_clause, load_customer
 from app.services.timeutil import iso, to_utc
 from models.crm import Contact, Customer, FollowUp
@@ -55,14 +55,14 @@ def list_follow_ups(session: so.Session, actor: Actor, customer_id: int, *, curs
                            .order_by(*pagination.order_by(key, FollowUp.id)).limit(limit + 1)).scalars().all()
     has_more = len(rows) > limit
     rows = rows[:limit]
-    users = _users(session, {r.author_id for r in rows})
+    users = user_refs(session, {r.author_id for r in rows})
     next_cursor = pagination.encode_cursor(rows[-1].occurred_at, rows[-1].id) if has_more and rows else None
     return {"items": [follow_up_dict(r, users) for r in rows], "next_cursor": next_cursor}
 
 
 def detail(session: so.Session, actor: Actor, follow_up_id: int) -> dict[str, Any]:
     follow_up, _ = load_follow_up(session, actor, follow_up_id)
-    return follow_up_dict(follow_up, _users(session, {follow_up.author_id}))
+    return follow_up_dict(follow_up, user_refs(session, {follow_up.author_id}))
 
 
 def create_follow_up(session: so.Session, actor: Actor, customer_id: int, data: FollowUpIn) -> FollowUp:
@@ -102,6 +102,7 @@ def create_follow_up(session: so.Session, actor: Actor, customer_id: int, data: 
         audit.record(session, actor, "update", "customer", customer.id,
                      {**changes, "follow_up_id": {"before": None, "after": follow_up.id}})
     session.flush()
+    rules.fire(session, actor, "follow_up_written", follow_up)
     return follow_up
 
 

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from app.services import audit
+from app.services import approvals, audit, outbox
 from app.services.actor import Actor
 from app.services.corps import corp_setting
 from models.crm import Customer, Opportunity, Task, TaskStatus
 from models.org import Corp, Department, DepartmentLeader, Role, User
+from models.outbox import Priority
+from models.types import utcnow
 
 
 @dataclass(frozen=True)
@@ -105,5 +107,16 @@ def hand_over(session: so.Session, corp: Corp, leaver: User) -> HandoverResult:
                 "opportunity_ids": {"before": None, "after": opp_ids},
                 "task_ids": {"before": None, "after": task_ids},
             },
+        )
+    # Approvals waiting on the leaver go to their leader, whatever the customer policy.
+    approvals.reroute_leaver(session, leaver.id)
+    if receiver is not None and (customer_ids or opp_ids or task_ids):
+        outbox.enqueue(
+            session, corp_id=corp.id, kind="handover", recipient_user_id=receiver.id, subject_type="user",
+            subject_id=leaver.id, due_at=utcnow(), priority=Priority.REMINDER,
+            payload={"title": f"离职交接：{leaver.name}"[:60],
+                     "line": f"{leaver.name} 已离职，移交给你 {len(customer_ids)} 个客户、{len(opp_ids)} 个商机、"
+                             f"{len(task_ids)} 个任务 / {leaver.name} left: {len(customer_ids)} customers, "
+                             f"{len(opp_ids)} opportunities, {len(task_ids)} tasks handed to you"},
         )
     return HandoverResult(None if to_pool else receiver.id, len(customer_ids), len(opp_ids), len(task_ids))

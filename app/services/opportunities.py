@@ -16,9 +16,9 @@ import sqlalchemy.orm as so
 
 from app.errors import Forbidden, NotFound, ValidationError
 from app.schemas import OpportunityCreate, OpportunityPatch
-from app.services import audit, custom_fields, pagination
+from app.services import approvals, audit, custom_fields, pagination, rules
 from app.services.actor import Actor
-from app.services.customers import _check_users, _may_assign, _users
+from app.services.customers import check_assignable, user_refs
 from app.services.scope import customer_clause, load_customer
 from app.services.timeutil import iso
 from models.crm import Customer, Opportunity, OpportunityStage
@@ -53,7 +53,7 @@ def stage_dict(s: OpportunityStage) -> dict[str, Any]:
 
 
 def _dicts(session: so.Session, rows: list[tuple[Opportunity, OpportunityStage, Customer]]) -> list[dict[str, Any]]:
-    users = _users(session, {o.owner_id for o, _, _ in rows})
+    users = user_refs(session, {o.owner_id for o, _, _ in rows})
     return [{
         "id": o.id, "name": o.name, "amount": str(_money(o.amount)),
         "customer": {"id": c.id, "name": c.name}, "stage": stage_dict(s),
@@ -110,10 +110,8 @@ def detail(session: so.Session, actor: Actor, opportunity_id: int) -> dict[str, 
 
 
 def _check_owner(session: so.Session, actor: Actor, owner_id: int) -> None:
-    _check_users(session, actor, [owner_id], "owner_id")
-    if not _may_assign(session, actor, owner_id):
-        raise Forbidden("不能把商机分配给该用户 / you may not assign opportunities to this user",
-                        fields={"owner_id": "not permitted"})
+    check_assignable(session, actor, owner_id, "owner_id",
+                     "不能把商机分配给该用户 / you may not assign opportunities to this user")
 
 
 def _clean_reason(value: str | None) -> str | None:
@@ -150,12 +148,14 @@ def create_opportunity(session: so.Session, actor: Actor, data: OpportunityCreat
     audit.record(session, actor, "create", "opportunity", opp.id,
                  {"customer_id": {"before": None, "after": customer.id}, **audit.diff({}, _snapshot(opp, stage))})
     session.flush()
+    rules.fire(session, actor, "amount_crossed", opp, before=0, after=opp.amount)
     return opp
 
 
 def update_opportunity(session: so.Session, actor: Actor, opportunity_id: int, patch: OpportunityPatch) -> Opportunity:
     opp, stage, _ = load_opportunity(session, actor, opportunity_id, for_write=True, lock=True)
     given = patch.model_fields_set
+    approvals.assert_not_locked(session, "opportunity", opp.id, {"stage" if k == "stage_key" else k for k in given})
     for required in ("name", "amount", "stage_key", "owner_id"):
         if required in given and getattr(patch, required) is None:
             raise ValidationError(f"{required} 不能为空 / {required} cannot be null", fields={required: "required"})
@@ -197,6 +197,11 @@ def update_opportunity(session: so.Session, actor: Actor, opportunity_id: int, p
         if "owner_id" in changes:
             audit.record(session, actor, "assign", "opportunity", opp.id, {"owner_id": changes["owner_id"]})
     session.flush()
+    if new_stage is not None:
+        rules.fire(session, actor, "stage_changed", opp, from_stage=stage.key, to_stage=new_stage.key)
+    if "amount" in changes:
+        rules.fire(session, actor, "amount_crossed", opp, before=changes["amount"]["before"],
+                   after=changes["amount"]["after"])
     return opp
 
 
@@ -213,8 +218,10 @@ def delete_opportunity(session: so.Session, actor: Actor, opportunity_id: int) -
 def list_opportunities(session: so.Session, actor: Actor, query: OpportunityQuery) -> dict[str, Any]:
     """Most recently changed first. Without a customer filter, public-pool customers' opportunities are
     left out (as the customer list leaves the pool out)."""
-    conditions: list[sa.ColumnElement[bool]] = [Opportunity.corp_id == actor.corp_id, Opportunity.deleted_at.is_(None),
-                                                customer_clause(session, actor)]
+    # Without a customer filter the pool is left out below, so the scope needs no pool branch either.
+    conditions: list[sa.ColumnElement[bool]] = [
+        Opportunity.corp_id == actor.corp_id, Opportunity.deleted_at.is_(None),
+        customer_clause(session, actor, include_pool=query.customer_id is not None)]
     if query.customer_id is not None:
         load_customer(session, actor, query.customer_id)
         conditions.append(Opportunity.customer_id == query.customer_id)
