@@ -8,6 +8,7 @@ from datetime import timedelta
 from flask import Flask, g, jsonify
 
 from app import db as app_db
+from app import h5
 from app.errors import register_error_handlers
 from config import Settings, load_settings
 from models.db import Database
@@ -35,12 +36,20 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     register_error_handlers(app)
 
     from app.api import bp as api_bp
+    from app.callbacks.dingtalk import bp as dingtalk_callbacks_bp
     from app.health import bp as health_bp
     from app.openapi import bp as openapi_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(openapi_bp)
+    h5.init_app(app)
+    app.register_blueprint(dingtalk_callbacks_bp)
+    from app.auth_wecom import bp as wecom_auth_bp
+    from app.callbacks.wecom import bp as wecom_callbacks_bp
+
+    app.register_blueprint(wecom_auth_bp)
+    app.register_blueprint(wecom_callbacks_bp)
 
     @app.after_request
     def _request_id_header(response):

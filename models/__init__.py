@@ -3,7 +3,16 @@
 Importing this package registers every table on `Base.metadata` (Alembic and tests rely on it).
 """
 
-from models import audit, crm, org, platform  # noqa: F401  (register tables)
+from models import (  # noqa: F401  (importing the modules registers their tables)
+    approvals,
+    audit,
+    crm,
+    inbox,
+    org,
+    outbox,
+    platform,
+    rules,
+)
 from models.audit import AuditLog
 from models.base import Base
 from models.crm import (

@@ -4,4 +4,17 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
-from app.api import auth, customers, org, records  # noqa: E402,F401  (register routes)
+from app.api import (  # noqa: E402,F401  (importing the modules registers their routes)
+    admin_delivery,
+    admin_org,
+    admin_rules,
+    approvals,
+    auth,
+    auth_dingtalk,
+    auth_sandbox,
+    auth_wecom,
+    customers,
+    org,
+    pool_assignment,
+    records,
+)
