@@ -90,6 +90,8 @@ class Delivery(IdMixin, CorpScoped, Base):
         sa.Index("ix_deliveries_recipient_day", "corp_id", "recipient_user_id", "local_day"),
         sa.Index("ix_deliveries_verdict_sent", "verdict", "sent_at"),
         sa.Index("ix_deliveries_corp_sent", "corp_id", "sent_at"),
+        # Closing an approval task's to-do / card finds the deliveries that carried it.
+        sa.Index("ix_deliveries_corp_source", "corp_id", "source_id"),
     )
 
     recipient_user_id: so.Mapped[int] = so.mapped_column(
@@ -106,6 +108,11 @@ class Delivery(IdMixin, CorpScoped, Base):
     worker: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     sent_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, nullable=False, default=utcnow)
     polled_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    # An approval request's own message: the approval task's source id it carries, and what closing it later
+    # needs — WeCom's one-shot `response_code` of the card, DingTalk's to-do task id (saves a lookup call).
+    source_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    response_code: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    todo_task_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
 
 
 class JobRun(IdMixin, Base):

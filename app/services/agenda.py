@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from app.services import outbox
+from app.services import approvals, outbox
 from app.services.corps import corp_setting
 from app.services.delivery import _hm, local_now
 from models.crm import Customer, Task, TaskStatus
@@ -20,15 +20,6 @@ from models.outbox import Priority
 def agenda_due(corp: Corp, now: datetime) -> bool:
     local = local_now(corp, now)
     return local.time() >= _hm(corp_setting(corp, "agenda_time"))
-
-
-def _pending_approvals(session: so.Session, corp_id: int) -> dict[int, int]:
-    try:
-        from app.services import approvals
-    except ImportError:
-        return {}
-    counter = getattr(approvals, "pending_counts", None)
-    return counter(session, corp_id) if counter else {}
 
 
 def enqueue_agendas(session: so.Session, corp: Corp, now: datetime) -> int:
@@ -58,7 +49,7 @@ def enqueue_agendas(session: so.Session, corp: Corp, now: datetime) -> int:
         .group_by(Task.assignee_id)
     ):
         counts[owner]["tasks"] = n
-    for owner, n in _pending_approvals(session, corp.id).items():
+    for owner, n in approvals.pending_counts(session, corp.id).items():
         counts[owner]["approvals"] = n
     active = set(session.execute(
         sa.select(User.id).where(User.corp_id == corp.id, User.active.is_(True), User.id.in_(list(counts)))
@@ -68,8 +59,9 @@ def enqueue_agendas(session: so.Session, corp: Corp, now: datetime) -> int:
     for user_id, c in counts.items():
         if user_id not in active:
             continue
-        line = (f"今日跟进 {c['today']}，逾期 {c['overdue']}，待办任务 {c['tasks']}，待审批 {c['approvals']} / "
-                f"today {c['today']}, overdue {c['overdue']}, tasks {c['tasks']}, approvals {c['approvals']}")
+        line = (f"今日跟进 {c['today']}，逾期 {c['overdue']}，待办任务 {c['tasks']}，待您审批 {c['approvals']} / "
+                f"today {c['today']}, overdue {c['overdue']}, tasks {c['tasks']}, "
+                f"approvals waiting for you {c['approvals']}")
         rows.append({
             "corp_id": corp.id, "kind": "agenda", "recipient_user_id": user_id, "subject_type": "agenda",
             "subject_id": None, "due_at": now, "priority": Priority.AGENDA,

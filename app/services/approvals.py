@@ -634,6 +634,19 @@ def detail(session: so.Session, actor: Actor, instance_id: int) -> dict[str, Any
             "applied_at": iso(inst.applied_at)}
 
 
+def pending_counts(session: so.Session, corp_id: int) -> dict[int, int]:
+    """How many approvals wait for each person's decision right now (the agenda's "待审批" line): one per
+    approval whose current step holds an open task of theirs — the same rule as the "waiting" box."""
+    rows = session.execute(
+        sa.select(ApprovalTask.approver_id, sa.func.count(sa.distinct(ApprovalTask.instance_id)))
+        .join(ApprovalInstance, ApprovalInstance.id == ApprovalTask.instance_id)
+        .where(ApprovalInstance.corp_id == corp_id, ApprovalInstance.state == ApprovalState.PENDING,
+               ApprovalTask.state == TaskState.PENDING, ApprovalTask.step_index == ApprovalInstance.current_step,
+               ApprovalTask.approver_id.is_not(None))
+        .group_by(ApprovalTask.approver_id)).all()
+    return dict(rows)
+
+
 def list_for(session: so.Session, actor: Actor, box: str, *, cursor: str | None, limit: int) -> dict[str, Any]:
     """box: waiting (my pending decisions), submitted (mine as applicant), done (I decided). Newest first."""
     from app.services import pagination

@@ -5,6 +5,11 @@ DingTalk drops, without an error, a second identical message to one person on on
 5,000 counted calls a month. So a worker never sends item by item: everything due for one person goes as
 one digest, spaced so the person's caps and the corp's monthly budget hold, and items that may not go yet
 wait (merging into that person's next digest) instead of failing.
+
+Approval requests are the exception: each is its own message, because it acts on one approval task — on
+DingTalk an action card into the H5 approval page plus the approver's 待办 (to-do API, by unionid), on WeCom
+the 同意 / 驳回 card. When the task is settled, `approval_todo_done` closes the to-do or updates the card with
+the response code kept on the delivery row; that is bookkeeping, never a message.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from app.services import outbox
 from app.services.corps import corp_setting
 from integrations.base import (
     Message,
+    NotFoundError,
     PlatformClient,
     PlatformError,
     QuotaExceededError,
     RetryableError,
 )
+from integrations.dingtalk.todo import close_todo, detail_url, ensure_todo
 from integrations.dingtalk.usage import COUNTED_FAMILIES
+from models.approvals import ApprovalInstance, ApprovalTask, TaskState
 from models.db import Database
 from models.org import Corp, Role, User
 from models.outbox import Delivery, DeliveryVerdict, OutboxItem, OutboxState, Priority
@@ -51,7 +59,17 @@ DIGEST_BODY_BYTES = 1200
 WEEKEND_WEIGHT = 0.2
 # The share of a day's budget that reminders and sweeps leave for approvals arriving later that day.
 APPROVAL_HEADROOM = 0.2
-TODO_UNSUPPORTED = "待办同步尚未实现 / platform to-do sync not implemented yet"
+# An approval request is its own message (a card whose buttons or link act on one approval task), never
+# a line in a digest; closing its to-do / card afterwards (`approval_todo_done`) is bookkeeping, not a message.
+REQUEST_KIND = "approval_request"
+NO_UNIONID = "审批人没有 unionid，未建钉钉待办 / approver has no unionid: no DingTalk to-do"
+DECIDED_BEFORE_SENT = "审批任务已处理，不再发送 / the approval task was settled before delivery"
+NOTHING_TO_CLOSE = "没有已送达的待办或卡片 / no delivered to-do or card to close"
+# What a WeCom card shows instead of its buttons once the approver's task is settled (≤10 characters).
+CARD_LABELS = {"approved": "已同意", "rejected": "已驳回", "reassigned": "已转交他人", "withdrawn": "已撤回",
+               "settled": "他人已处理", "approval_approved": "审批已通过", "approval_rejected": "审批已驳回"}
+# WeCom's response_code may last only 24 h (wecom facts §6.4): past that a failed update becomes a message.
+CARD_CODE_SAFE = timedelta(hours=24)
 KIND_LABELS = {
     "follow_up_due": "跟进提醒",
     "agenda": "今日日程",
@@ -208,6 +226,15 @@ def budget(session: so.Session, corp: Corp, now: datetime) -> Budget:
         sa.select(sa.func.count()).select_from(Delivery)
         .where(Delivery.corp_id == corp.id, Delivery.polled_at >= midnight)
     ).scalar_one() if corp.platform == "dingtalk" else 0
+    # To-do calls count too: one create per approval request's to-do, one update per closing.
+    todos_today = session.execute(
+        sa.select(sa.func.count()).select_from(Delivery)
+        .where(Delivery.corp_id == corp.id, Delivery.local_day == day, Delivery.todo_task_id.is_not(None))
+    ).scalar_one() + session.execute(
+        sa.select(sa.func.count()).select_from(OutboxItem)
+        .where(OutboxItem.corp_id == corp.id, OutboxItem.created_at >= midnight - timedelta(days=7),
+               OutboxItem.kind == "approval_todo_done", OutboxItem.sent_at >= midnight)
+    ).scalar_one() if corp.platform == "dingtalk" else 0
     people = session.execute(
         sa.select(sa.func.count()).select_from(User).where(User.corp_id == corp.id, User.active.is_(True))
     ).scalar_one()
@@ -215,7 +242,7 @@ def budget(session: so.Session, corp: Corp, now: datetime) -> Budget:
     days_left = sum(1.0 if local.replace(day=d).weekday() < 5 else WEEKEND_WEIGHT
                     for d in range(local.day, days_in_month + 1))
     return Budget(quota=int(corp_setting(corp, "monthly_api_quota") or 0), used=used,
-                  used_today=min(used, sent_today + polled_today), days_left=days_left,
+                  used_today=min(used, sent_today + polled_today + todos_today), days_left=days_left,
                   active_people=max(1, people), waking_seconds=_waking_seconds(corp))
 
 
@@ -259,6 +286,39 @@ def render_digest(corp: Corp, items: list[OutboxItem], now: datetime, public_url
     body = f"#### {title}\n\n" + "\n".join(lines)
     kind = "card" if any(i.priority >= Priority.APPROVAL for i in items) else "markdown"
     return Message(title=title, markdown=body, url=url, button_text="打开 CRM", kind=kind)
+
+
+def _task_source(item: OutboxItem) -> str | None:
+    payload = item.payload
+    return ((payload.get("card") or {}).get("task_id") or (payload.get("todo") or {}).get("source_id")
+            or payload.get("task_id"))
+
+
+def _card_label(task_state: str | None, approval_state: str | None) -> str:
+    if task_state in ("approved", "rejected", "reassigned"):
+        return CARD_LABELS[task_state]
+    if approval_state == "withdrawn":
+        return CARD_LABELS["withdrawn"]
+    if approval_state in ("approved", "rejected"):
+        return CARD_LABELS[f"approval_{approval_state}"]
+    return CARD_LABELS["settled"]
+
+
+def render_request(corp: Corp, item: OutboxItem, now: datetime, public_url: str, *, variant: int = 0) -> Message:
+    """One approval request as its own message: on DingTalk an action card opening the H5 approval page, on
+    WeCom the 同意 / 驳回 `button_interaction` card carrying the approval task's id."""
+    payload = item.payload
+    stamp = local_now(corp, now).strftime("%m-%d %H:%M")
+    title = f"{KIND_LABELS['approval']}：{payload.get('title') or ''}".rstrip("：")
+    if variant:
+        title = f"{title} #{variant + 1}"
+    text = str(payload.get("text") or title)
+    url = h5_link(public_url, "approval", item.subject_id)
+    if corp.platform == "wecom":
+        return Message(title=title, markdown=text, url=url, kind="approval",
+                       extra={"task_id": _task_source(item), "desc": stamp, "source": "CRM 审批"})
+    return Message(title=f"{title} · {stamp}", markdown=f"#### {title}\n\n{text}\n\n{stamp}", url=url,
+                   button_text="去审批 / Review", kind="card")
 
 
 def content_hash(message: Message) -> str:
@@ -400,6 +460,7 @@ class Deliverer:
         corps: dict[int, Corp] = {}
         budgets: dict[int, Budget] = {}
         for (corp_id, user_id), items in groups.items():
+            decided = None
             with self.db.session() as session:
                 corp = corps.get(corp_id) or session.get(Corp, corp_id)
                 corps[corp_id] = corp
@@ -407,21 +468,40 @@ class Deliverer:
                     budgets[corp_id] = budget(session, corp, now)
                 person = session.get(User, user_id)
                 silent = [i for i in items if i.payload.get("todo_done")]
-                if silent:
-                    # Closing a platform to-do is not a message to anyone; to-do sync is not built yet.
-                    result.dropped += outbox.release(session, self.owner, [i.id for i in silent],
-                                                     state=OutboxState.DROPPED, last_error=TODO_UNSUPPORTED)
-                    items = [i for i in items if not i.payload.get("todo_done")]
-                    if not items:
-                        continue
-                decided = plan(session, corp, user_id, items, now, budgets[corp_id])
-                if decided.defer:
-                    result.deferred += self._defer(session, decided)
-            if decided.send:
-                result.add(self._send(corp, person, decided.send, now))
-                budgets[corp_id].used += 1
-                budgets[corp_id].used_today += 1
+                items = [i for i in items if not i.payload.get("todo_done")]
+                if items:
+                    decided = plan(session, corp, user_id, items, now, budgets[corp_id])
+                    if decided.defer:
+                        result.deferred += self._defer(session, decided)
+            if decided is not None and decided.send:
+                requests = [i for i in decided.send if i.kind == REQUEST_KIND]
+                rest = [i for i in decided.send if i.kind != REQUEST_KIND]
+                for index, item in enumerate(requests):
+                    if index and self._blocked(corp, user_id, [*requests[index:], *rest], now):
+                        result.deferred += len(requests) - index + len(rest)
+                        rest = []
+                        break
+                    result.add(self._send_request(corp, person, item, now, budgets[corp_id]))
+                if rest and (not requests or not self._blocked(corp, user_id, rest, now)):
+                    result.add(self._send(corp, person, rest, now))
+                    budgets[corp_id].used += 1
+                    budgets[corp_id].used_today += 1
+                elif rest:
+                    result.deferred += len(rest)
+            # After the requests: a request settled before it went out is dropped there, so there is
+            # nothing of it left to close here.
+            if silent:
+                result.add(self._close(corp, person, silent, now, budgets[corp_id]))
         return result
+
+    def _blocked(self, corp: Corp, user_id: int, items: list[OutboxItem], now: datetime) -> bool:
+        """Before a second message to one person in one step: their caps hold, or the rest waits."""
+        with self.db.session() as session:
+            until, _gap, reason = _cap_wait(session, corp, user_id, now)
+            if until is None:
+                return False
+            self._defer(session, Plan(defer=items, defer_until=until, reason=reason))
+        return True
 
     def _defer(self, session: so.Session, decided: Plan) -> int:
         return outbox.release(
@@ -430,7 +510,11 @@ class Deliverer:
             deferred_count=OutboxItem.deferred_count + 1,
         )
 
-    def _send(self, corp: Corp, person: User | None, items: list[OutboxItem], now: datetime) -> StepResult:
+    def _send(self, corp: Corp, person: User | None, items: list[OutboxItem], now: datetime, *,
+              render: Callable[[int], Message] | None = None, delivery: dict[str, Any] | None = None,
+              note: str | None = None, client: PlatformClient | None = None) -> StepResult:
+        """One platform message to one person carrying `items` (a digest unless `render` says otherwise);
+        `delivery` adds fields to the Delivery row, `note` stays on the items as a remark."""
         ids = [i.id for i in items]
         result = StepResult()
         if person is None or not person.active or not person.platform_userid:
@@ -438,6 +522,9 @@ class Deliverer:
                 result.dropped += outbox.release(session, self.owner, ids, state=OutboxState.DROPPED,
                                                  last_error="收件人已离职或不存在 / recipient inactive")
             return result
+        if render is None:
+            def render(variant: int) -> Message:
+                return render_digest(corp, items, now, self.settings.public_url, variant=variant)
         day = local_now(corp, now).strftime("%Y-%m-%d")
         with self.db.session() as session:
             seen = set(session.execute(
@@ -445,19 +532,15 @@ class Deliverer:
                 .where(Delivery.corp_id == corp.id, Delivery.recipient_user_id == person.id, Delivery.local_day == day)
             ).scalars())
         variant = 0
-        message = render_digest(corp, items, now, self.settings.public_url)
+        message = render(0)
         while content_hash(message) in seen:
             variant += 1
-            message = render_digest(corp, items, now, self.settings.public_url, variant=variant)
+            message = render(variant)
         try:
-            client = self.client_factory(corp)
+            client = client or self.client_factory(corp)
             receipt = client.send_message([person.platform_userid], message)
         except QuotaExceededError as exc:
-            with self.db.session() as session:
-                result.deferred += outbox.release(
-                    session, self.owner, ids, state=OutboxState.PENDING, next_attempt_at=_next_month_start(corp, now),
-                    deferred_reason="quota", deferred_count=OutboxItem.deferred_count + 1, last_error=str(exc)[:500])
-            return result
+            return self._quota_wait(corp, items, now, exc)
         except (RetryableError, TimeoutError, ConnectionError, _rate_limit_timeout()) as exc:
             return self._retry_later(items, now, str(exc))
         except PlatformError as exc:
@@ -469,17 +552,18 @@ class Deliverer:
             self.before_commit()
         rejected = receipt.rejected.get(person.platform_userid)
         with self.db.session() as session:
-            delivery = Delivery(
+            row = Delivery(
                 corp_id=corp.id, recipient_user_id=person.id, local_day=day, title=message.title[:200],
                 content_hash=content_hash(message), item_count=len(items), platform_task_id=receipt.task_id,
                 verdict=DeliveryVerdict.DROPPED if rejected else DeliveryVerdict.PENDING,
                 verdict_reason=rejected, worker=self.owner, sent_at=now,
+                response_code=getattr(receipt, "response_code", None), **(delivery or {}),
             )
-            session.add(delivery)
+            session.add(row)
             session.flush()
             state = OutboxState.DROPPED if rejected else OutboxState.SENT
-            mine = outbox.release(session, self.owner, ids, state=state, delivery_id=delivery.id, sent_at=now,
-                                  attempts=OutboxItem.attempts + 1, last_error=rejected)
+            mine = outbox.release(session, self.owner, ids, state=state, delivery_id=row.id, sent_at=now,
+                                  attempts=OutboxItem.attempts + 1, last_error=rejected or note)
         if mine < len(ids):
             # Our lease ran out while the platform was answering: another worker may send these again.
             log.warning("lease lost on %d of %d items after sending (possible duplicate)", len(ids) - mine, len(ids))
@@ -490,6 +574,181 @@ class Deliverer:
         else:
             result.sent_items += mine
         return result
+
+    def _quota_wait(self, corp: Corp, items: list[OutboxItem], now: datetime, exc: Exception) -> StepResult:
+        result = StepResult()
+        with self.db.session() as session:
+            result.deferred += outbox.release(
+                session, self.owner, [i.id for i in items], state=OutboxState.PENDING,
+                next_attempt_at=_next_month_start(corp, now), deferred_reason="quota",
+                deferred_count=OutboxItem.deferred_count + 1, last_error=str(exc)[:500])
+        return result
+
+    def _finish(self, items: list[OutboxItem], now: datetime, note: str | None, *,
+                state: str = OutboxState.SENT) -> StepResult:
+        """Items done without a message of their own (a to-do closed, a card updated, nothing to do)."""
+        with self.db.session() as session:
+            mine = outbox.release(session, self.owner, [i.id for i in items], state=state, sent_at=now,
+                                  attempts=OutboxItem.attempts + 1, last_error=note)
+        return StepResult(sent_items=mine) if state == OutboxState.SENT else StepResult(dropped=mine)
+
+    # ------------------------------------------------------------------ approval requests and their closing
+
+    def _send_request(self, corp: Corp, person: User | None, item: OutboxItem, now: datetime,
+                      spend: Budget) -> StepResult:
+        """The approver's own message and, on DingTalk, their 待办 — created before the message, so a failed
+        send retries both without a second to-do (the source id finds the first) and never a second message."""
+        source = _task_source(item)
+        with self.db.session() as session:
+            task = session.execute(sa.select(ApprovalTask).where(
+                ApprovalTask.corp_id == corp.id, ApprovalTask.source_id == source)).scalar_one_or_none() \
+                if source else None
+            if task is not None and task.state != TaskState.PENDING:
+                task = None
+            existing = None
+            if source and task is not None:
+                existing = session.execute(sa.select(Delivery.todo_task_id).where(
+                    Delivery.corp_id == corp.id, Delivery.source_id == source,
+                    Delivery.todo_task_id.is_not(None)).limit(1)).scalar()
+        if task is None:
+            return self._finish([item], now, DECIDED_BEFORE_SENT, state=OutboxState.DROPPED)
+        if person is None or not person.active or not person.platform_userid:
+            return self._send(corp, person, [item], now)
+        client = None
+        note = None
+        todo_id = existing
+        todo = item.payload.get("todo") or {}
+        if corp.platform == "dingtalk" and todo and existing is None:
+            if not person.unionid:
+                note = NO_UNIONID
+            else:
+                try:
+                    client = self.client_factory(corp)
+                    ref = ensure_todo(
+                        client, creator_unionid=person.unionid, approver_unionids=[person.unionid],
+                        source_id=str(todo.get("source_id") or source), subject=str(todo.get("title") or
+                                                                                    item.payload.get("title")),
+                        url=detail_url(self.settings.public_url, todo.get("url") or
+                                       h5_link("", "approval", item.subject_id)),
+                        description=item.payload.get("text"))
+                    todo_id = ref.task_id
+                except QuotaExceededError as exc:
+                    return self._quota_wait(corp, [item], now, exc)
+                except (RetryableError, TimeoutError, ConnectionError, _rate_limit_timeout()) as exc:
+                    return self._retry_later([item], now, str(exc))
+                except PlatformError as exc:
+                    # The message still goes: the approver can decide from it; the admin sees why.
+                    note = f"待办创建失败 / to-do not created: {exc}"[:500]
+                finally:
+                    spend.used += 1
+                    spend.used_today += 1
+        result = self._send(
+            corp, person, [item], now, client=client, note=note,
+            render=lambda variant: render_request(corp, item, now, self.settings.public_url, variant=variant),
+            delivery={"source_id": source, "todo_task_id": todo_id})
+        spend.used += 1
+        spend.used_today += 1
+        return result
+
+    def _close(self, corp: Corp, person: User | None, items: list[OutboxItem], now: datetime,
+               spend: Budget) -> StepResult:
+        """`approval_todo_done`: the approver's task is settled. DingTalk: mark their to-do done; WeCom: replace
+        the buttons of every card that carried the task. Neither is a message, so no cap or digest applies."""
+        result = StepResult()
+        for item in items:
+            source = str(item.payload.get("todo_done"))
+            with self.db.session() as session:
+                request = session.execute(sa.select(OutboxItem).where(
+                    OutboxItem.corp_id == corp.id,
+                    OutboxItem.idempotency_key == f"approval:{item.subject_id}:request:{source}")).scalar()
+                if request is not None and request.state == OutboxState.SENDING and request.lease_until:
+                    # Another worker is sending the request right now: close once its send is recorded.
+                    result.deferred += outbox.release(
+                        session, self.owner, [item.id], state=OutboxState.PENDING,
+                        next_attempt_at=max(request.lease_until, now) + timedelta(seconds=1),
+                        deferred_reason="request_in_flight", deferred_count=OutboxItem.deferred_count + 1)
+                    continue
+                carriers = session.execute(sa.select(Delivery).where(
+                    Delivery.corp_id == corp.id, Delivery.source_id == source)
+                    .order_by(Delivery.id)).scalars().all()
+                # A request that failed or waits for a retry may have created its to-do before the send failed.
+                tried = (request is not None and request.attempts > 0
+                         and request.state in (OutboxState.FAILED, OutboxState.PENDING))
+                inst = session.get(ApprovalInstance, item.subject_id) if item.subject_id else None
+                label = _card_label(item.payload.get("task_state"), inst.state if inst else None)
+            if corp.platform == "wecom":
+                result.add(self._update_cards(corp, person, item, carriers, label, now))
+            else:
+                result.add(self._complete_todo(corp, person, item, carriers, tried, now, spend))
+        return result
+
+    def _complete_todo(self, corp: Corp, person: User | None, item: OutboxItem, carriers: list[Delivery],
+                       tried: bool, now: datetime, spend: Budget) -> StepResult:
+        todo_ids = list(dict.fromkeys(d.todo_task_id for d in carriers if d.todo_task_id))
+        owner = person.unionid if person is not None else None
+        if not owner or not (todo_ids or tried):
+            return self._finish([item], now, NOTHING_TO_CLOSE if owner else NO_UNIONID)
+        if spend.level == "exhausted":
+            return self._quota_wait(corp, [item], now, QuotaExceededError("本月额度已用完 / monthly quota used up"))
+        try:
+            client = self.client_factory(corp)
+            if todo_ids:
+                for todo_id in todo_ids:
+                    spend.used += 1
+                    spend.used_today += 1
+                    try:
+                        client.complete_todo(owner, todo_id)
+                    except NotFoundError:
+                        pass  # deleted in DingTalk: nothing left to close
+                closed = True
+            else:
+                # The to-do may exist without a recorded send (created, then the message failed): by source id.
+                spend.used += 2
+                spend.used_today += 2
+                closed = close_todo(client, owner_unionid=owner, source_id=str(item.payload["todo_done"]))
+        except QuotaExceededError as exc:
+            return self._quota_wait(corp, [item], now, exc)
+        except (RetryableError, TimeoutError, ConnectionError, _rate_limit_timeout()) as exc:
+            return self._retry_later([item], now, str(exc))
+        except PlatformError as exc:
+            with self.db.session() as session:
+                failed = outbox.release(session, self.owner, [item.id], state=OutboxState.FAILED,
+                                        attempts=OutboxItem.attempts + 1, last_error=str(exc)[:500])
+            return StepResult(failed=failed)
+        return self._finish([item], now, None if closed else NOTHING_TO_CLOSE)
+
+    def _update_cards(self, corp: Corp, person: User | None, item: OutboxItem, carriers: list[Delivery],
+                      label: str, now: datetime) -> StepResult:
+        cards = [d for d in carriers if d.response_code]
+        if not cards:
+            return self._finish([item], now, NOTHING_TO_CLOSE)
+        client = self.client_factory(corp)
+        userid = person.platform_userid if person is not None else None
+        stale = []
+        for card in cards:
+            try:
+                if userid:
+                    client.update_template_card(card.response_code, userids=[userid], replace_name=label)
+                else:
+                    client.update_template_card(card.response_code, atall=True, replace_name=label)
+            except (RetryableError, TimeoutError, ConnectionError, _rate_limit_timeout()) as exc:
+                return self._retry_later([item], now, str(exc))
+            except PlatformError as exc:
+                log.info("WeCom card of task %s not updated: %s", item.payload.get("todo_done"), exc)
+                if card.sent_at < now - CARD_CODE_SAFE:
+                    stale.append(card)
+            with self.db.session() as session:
+                # Each code works once (§6.4): a retry of this item must not spend it again.
+                session.execute(sa.update(Delivery).where(Delivery.id == card.id).values(response_code=None))
+        if stale and person is not None and person.active:
+            # The code expired: a short message replaces the card update, so the approver is not left with
+            # buttons that no longer work.
+            title = str(item.payload.get("title") or "")
+            return self._send(corp, person, [item], now, render=lambda variant: Message(
+                title=f"{title}：{label}" + (f" #{variant + 1}" if variant else ""),
+                markdown=f"「{title}」{label}，无需再处理 / already settled, nothing to do",
+                url=h5_link(self.settings.public_url, "approval", item.subject_id), kind="card"))
+        return self._finish([item], now, None)
 
     def _retry_later(self, items: list[OutboxItem], now: datetime, error: str) -> StepResult:
         result = StepResult()

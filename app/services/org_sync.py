@@ -43,6 +43,7 @@ from integrations.base import (
     RetryableError,
 )
 from integrations.dingtalk.client import merge_listings
+from integrations.dingtalk.sqlutil import upsert_insert
 from models.db import Database
 from models.org import Corp, Department, DepartmentLeader, Role, User, UserDepartment
 from models.platform import SyncKind, SyncRun, SyncStatus
@@ -98,25 +99,37 @@ def apply_departments(
     depts: Iterable[PlatformDepartment],
     run_id: int | None,
 ) -> tuple[int, int]:
-    """Upsert departments (parents may come in any order) and recompute materialised paths for the corp."""
+    """Upsert departments (parents may come in any order) and recompute materialised paths for the corp.
+
+    Another transaction may insert the same new department at the same moment (two event appliers, or an
+    event applier and a full sync): new rows go in with INSERT … ON CONFLICT DO NOTHING and are read back,
+    so whoever comes second adopts the first one's row instead of failing on the unique key."""
     existing = {
         d.platform_dept_id: d
         for d in session.execute(sa.select(Department).where(Department.corp_id == corp_id)).scalars()
     }
     added = updated = 0
     incoming = list(depts)
+    fresh = {pd.dept_id: pd for pd in incoming if pd.dept_id not in existing}
+    if fresh:
+        now = utcnow()
+        t = Department.__table__
+        stmt = (upsert_insert(session, t)
+                .on_conflict_do_nothing(index_elements=["corp_id", "platform_dept_id"])
+                .returning(t.c.platform_dept_id))
+        ours = set(session.execute(stmt, [
+            {"corp_id": corp_id, "platform_dept_id": pd.dept_id, "name": pd.name[:200], "sort_order": pd.order,
+             "path": "/", "depth": 0, "active": True, "last_sync_run_id": run_id, "created_at": now,
+             "updated_at": now} for pd in fresh.values()]).scalars())
+        added = len(ours)
+        for row in session.execute(sa.select(Department).where(
+                Department.corp_id == corp_id, Department.platform_dept_id.in_(list(fresh)))).scalars():
+            existing[row.platform_dept_id] = row
     for pd in incoming:
-        row = existing.get(pd.dept_id)
-        if row is None:
-            row = Department(
-                corp_id=corp_id, platform_dept_id=pd.dept_id, name=pd.name, sort_order=pd.order, path="/", depth=0
-            )
-            session.add(row)
-            existing[pd.dept_id] = row
-            added += 1
-        elif (row.name, row.sort_order, row.active) != (pd.name, pd.order, True):
-            row.name, row.sort_order, row.active = pd.name, pd.order, True
-            updated += 1
+        row = existing[pd.dept_id]
+        if (row.name, row.sort_order, row.active) != (pd.name[:200], pd.order, True):
+            row.name, row.sort_order, row.active = pd.name[:200], pd.order, True
+            updated += pd.dept_id not in fresh
         row.last_sync_run_id = run_id if run_id is not None else row.last_sync_run_id
     session.flush()
     for pd in incoming:
@@ -171,36 +184,49 @@ def apply_users(
         ).scalars()
     }
     added = updated = 0
-    for userid, pu in batch.items():
-        row = rows.get(userid)
-        if row is not None and run_id is not None and row.last_sync_run_id == run_id:
-            continue  # listed again under another of their departments
-        fields = {
-            "name": pu.name,
-            "unionid": pu.unionid,
-            "title": pu.title,
-            "mobile": pu.mobile,
-            "email": pu.email,
-            "avatar": pu.avatar,
-            "active": pu.active,
-        }
+
+    def fields_of(pu: PlatformUser) -> dict[str, Any]:
+        return {"name": pu.name, "unionid": pu.unionid, "title": pu.title, "mobile": pu.mobile,
+                "email": pu.email, "avatar": pu.avatar, "active": pu.active}
+
+    def main_of(pu: PlatformUser) -> int | None:
         main = depts.get(pu.main_department_id) if pu.main_department_id else None
         if main is None and pu.department_ids:
             main = depts.get(pu.department_ids[0])
-        if row is None:
-            row = User(corp_id=corp.id, platform_userid=userid, main_department_id=main, **fields)
-            session.add(row)
-            rows[userid] = row
-            added += 1
-        else:
-            before = {k: getattr(row, k) for k in fields} | {"main": row.main_department_id}
-            for key, value in fields.items():
-                setattr(row, key, value)
-            row.main_department_id = main
-            if row.left_at is not None and pu.active:
-                row.left_at = None  # re-hired: same userid, same row
-            if before != {k: getattr(row, k) for k in fields} | {"main": row.main_department_id}:
-                updated += 1
+        return main
+
+    fresh = [userid for userid in batch if userid not in rows]
+    ours: set[str] = set()
+    if fresh:
+        # Another transaction may be adding the same person right now (an event applier and a full sync):
+        # ON CONFLICT DO NOTHING waits for it and then adopts its row, instead of failing on the unique key.
+        now = utcnow()
+        t = User.__table__
+        stmt = (upsert_insert(session, t)
+                .on_conflict_do_nothing(index_elements=["corp_id", "platform_userid"])
+                .returning(t.c.platform_userid))
+        ours = set(session.execute(stmt, [
+            {"corp_id": corp.id, "platform_userid": userid, **fields_of(batch[userid]),
+             "main_department_id": main_of(batch[userid]), "role": Role.SALESPERSON.value,
+             "last_sync_run_id": run_id, "created_at": now, "updated_at": now} for userid in fresh]).scalars())
+        added = len(ours)
+        for row in session.execute(sa.select(User).where(
+                User.corp_id == corp.id, User.platform_userid.in_(fresh))).scalars():
+            rows[row.platform_userid] = row
+    for userid, pu in batch.items():
+        row = rows[userid]
+        if userid in ours or (run_id is not None and row.last_sync_run_id == run_id):
+            continue  # just inserted, or listed again under another of their departments
+        fields = fields_of(pu)
+        main = main_of(pu)
+        before = {k: getattr(row, k) for k in fields} | {"main": row.main_department_id}
+        for key, value in fields.items():
+            setattr(row, key, value)
+        row.main_department_id = main
+        if row.left_at is not None and pu.active:
+            row.left_at = None  # re-hired: same userid, same row
+        if before != {k: getattr(row, k) for k in fields} | {"main": row.main_department_id}:
+            updated += 1
         row.last_sync_run_id = run_id if run_id is not None else row.last_sync_run_id
     session.flush()
     ids = [rows[u].id for u in batch]
@@ -222,10 +248,13 @@ def apply_users(
         for dept_id in dict.fromkeys(pu.leader_of):
             if dept_id in depts:
                 leaderships.append({"corp_id": corp.id, "user_id": uid, "department_id": depts[dept_id]})
+    # The same concurrent applier may be writing these very memberships: the first one's rows stand.
     if memberships:
-        session.execute(sa.insert(UserDepartment), memberships)
+        session.execute(upsert_insert(session, UserDepartment.__table__)
+                        .on_conflict_do_nothing(index_elements=["user_id", "department_id"]), memberships)
     if leaderships:
-        session.execute(sa.insert(DepartmentLeader), leaderships)
+        session.execute(upsert_insert(session, DepartmentLeader.__table__)
+                        .on_conflict_do_nothing(index_elements=["department_id", "user_id"]), leaderships)
     return added, updated
 
 
@@ -275,7 +304,13 @@ def apply_department_batch(
         rows = [{"corp_id": corp_id, "platform_dept_id": d.dept_id, "name": d.name[:200], "sort_order": d.order,
                  "path": "/", "depth": 0, "active": True, "last_sync_run_id": run_id, "created_at": now,
                  "updated_at": now} for d in {d.dept_id: d for d in fresh}.values()]
-        ids = {pid: pk for pk, pid in bulk.insert_rows(session, t, rows, returning=("id", "platform_dept_id"))}
+        ids = {pid: pk for pk, pid in bulk.insert_rows(session, t, rows, returning=("id", "platform_dept_id"),
+                                                        conflict=("corp_id", "platform_dept_id"))}
+        inserted = len(ids)
+        taken = [r["platform_dept_id"] for r in rows if r["platform_dept_id"] not in ids]
+        if taken:  # an event applier inserted them a moment ago: adopt its rows (updated below)
+            ids.update(session.execute(sa.select(t.c.platform_dept_id, t.c.id).where(
+                t.c.corp_id == corp_id, t.c.platform_dept_id.in_(taken))).all())
     updates = []
     updated = 0
     for d in depts:
@@ -298,7 +333,7 @@ def apply_department_batch(
                 updated += 1
         updates.append({"id": pk, **values, "last_sync_run_id": run_id, "updated_at": now})
     bulk.update_rows(session, t, list({u["id"]: u for u in updates}.values()))
-    return len(fresh), updated
+    return (inserted if fresh else 0), updated
 
 
 _USER_FIELDS = ("name", "unionid", "title", "mobile", "email", "avatar", "active")
@@ -371,9 +406,20 @@ def apply_listings(
                         "left_at": None if rehired else row.left_at, "last_sync_run_id": run_id, "updated_at": now})
     ids = {userid: row.id for userid, row in existing.items()}
     if inserts:
-        added = len(inserts)
-        for pk, userid in bulk.insert_rows(session, u, inserts, returning=("id", "platform_userid")):
+        for pk, userid in bulk.insert_rows(session, u, inserts, returning=("id", "platform_userid"),
+                                           conflict=("corp_id", "platform_userid")):
             ids[userid] = pk
+        added = sum(1 for r in inserts if r["platform_userid"] in ids)
+        taken = {r["platform_userid"]: r for r in inserts if r["platform_userid"] not in ids}
+        if taken:
+            # An event applier inserted these people a moment ago: adopt its rows and write this listing.
+            for pk, userid in session.execute(sa.select(u.c.id, u.c.platform_userid).where(
+                    u.c.corp_id == corp_id, u.c.platform_userid.in_(list(taken)))).all():
+                ids[userid] = pk
+                row = taken[userid]
+                updates.append({"id": pk, **_user_values(merged[userid]),
+                                "main_department_id": row["main_department_id"], "left_at": None,
+                                "last_sync_run_id": run_id, "updated_at": now})
     bulk.update_rows(session, u, updates)
     if touch:
         session.execute(u.update().where(bulk.any_of(session, u.c.id, touch)).values(last_sync_run_id=run_id))
