@@ -30,10 +30,13 @@ const ROUTES = [
   [/^\/approvals\/new$/, "opportunities", approvalForm],
   [/^\/approvals\/(\d+)$/, "home", approvalDetail],
   [/^\/me$/, "me", mePage],
+  // Lazy: the home page must not pay for the dashboard's code.
+  [/^\/dashboard$/, "dashboard", async (args) => (await import("./pages/dashboard.js")).default(args)],
 ];
 
 const TABS = [["home", "#/", "nav.home"], ["customers", "#/customers", "nav.customers"],
-  ["opportunities", "#/opportunities", "nav.opportunities"], ["me", "#/me", "nav.me"]];
+  ["opportunities", "#/opportunities", "nav.opportunities"], ["dashboard", "#/dashboard", "nav.dashboard"],
+  ["me", "#/me", "nav.me"]];
 
 export function go(path, { replace = false } = {}) {
   const target = `#${path}`;
@@ -65,7 +68,7 @@ async function route() {
   const path = currentPath();
   const match = ROUTES.map(([re, tab, page]) => [path.match(re), tab, page]).find(([m]) => m);
   const [params, tab, page] = match || [[], "home", notFound];
-  const isTop = ["/", "/customers", "/opportunities", "/me"].includes(path);
+  const isTop = ["/", "/customers", "/opportunities", "/dashboard", "/me"].includes(path);
   const { view, setTitle } = shell(tab, "", isTop ? null : "/");
   window.scrollTo(0, 0);
   try {
