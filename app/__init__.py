@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from flask import Flask, g, jsonify
 
+from app import admin, h5
 from app import db as app_db
-from app import h5
 from app.errors import register_error_handlers
 from config import Settings, load_settings
 from models.db import Database
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.register_blueprint(api_bp)
     app.register_blueprint(openapi_bp)
     h5.init_app(app)
+    admin.init_app(app)
     app.register_blueprint(dingtalk_callbacks_bp)
     from app.auth_wecom import bp as wecom_auth_bp
     from app.callbacks.wecom import bp as wecom_callbacks_bp

@@ -78,6 +78,7 @@ def _corp_b(session):
                           subject_type="customer", subject_id=customer.id, due_at=now,
                           payload={"title": f"{MARK}提醒", "line": f"{MARK}提醒"})
     ids.update(run_id=run.id, item_id=item.id)
+    ids["corp_id"] = org.corp.id  # the admin console's corp binding (/admin/corps/<corp_id>)
     return org, ids
 
 

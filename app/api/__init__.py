@@ -5,6 +5,7 @@ from flask import Blueprint
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 from app.api import (  # noqa: E402,F401  (importing the modules registers their routes)
+    admin_console,
     admin_delivery,
     admin_org,
     admin_rules,
@@ -14,6 +15,7 @@ from app.api import (  # noqa: E402,F401  (importing the modules registers their
     auth_sandbox,
     auth_wecom,
     customers,
+    dashboard,
     org,
     pool_assignment,
     records,

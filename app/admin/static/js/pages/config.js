@@ -1,0 +1,99 @@
+// Custom fields, opportunity stages, approval flows and automation rules: lists with enable/disable, and
+// in-place edits of the simple parts (labels, stage names and probabilities).
+import { get, patch, post } from "/h5/static/js/api.js";
+import { clear, h, toast } from "/h5/static/js/dom.js";
+import { L } from "../i18n.js";
+import { errorBox, field, formError, table } from "../ui.js";
+
+function toggle(checked, onChange, label) {
+  return h("input", { type: "checkbox", checked, "aria-label": label, onchange: async (e) => {
+    e.target.disabled = true;
+    try {
+      await onChange(e.target.checked);
+      toast(L("已保存", "Saved"));
+    } catch (err) {
+      e.target.checked = !e.target.checked;
+      toast(err.message, "error");
+    } finally {
+      e.target.disabled = false;
+    }
+  } });
+}
+
+function editable(value, save, label) {
+  return h("input", { value, "aria-label": label, class: "inline", onchange: async (e) => {
+    try {
+      await save(e.target.value);
+      e.target.classList.remove("invalid");
+      toast(L("已保存", "Saved"));
+    } catch (err) {
+      e.target.classList.add("invalid");
+      toast(err.message, "error");
+    }
+  } });
+}
+
+async function section(title, id, loader) {
+  const box = h("section", { class: "card", id }, h("h2", {}, title));
+  try {
+    box.append(await loader());
+  } catch (err) {
+    box.append(errorBox(err));
+  }
+  return box;
+}
+
+export default async function configPage(main) {
+  const fields = () => get("/fields?include_inactive=true").then(({ items }) => table(
+    [L("对象", "Entity"), "key", L("名称", "Label"), L("类型", "Type"), L("启用", "Active")],
+    items.map((f) => h("tr", { "data-field-id": f.id }, h("td", {}, f.entity), h("td", {}, h("code", {}, f.key)),
+      h("td", {}, editable(f.label, (label) => patch(`/fields/${f.id}`, { label }), L("名称", "Label"))), h("td", {}, f.field_type),
+      h("td", {}, toggle(f.active, (active) => patch(`/fields/${f.id}`, { active }), L("启用", "Active")))))));
+
+  const stages = async () => {
+    const { items } = await get("/admin/stages");
+    const form = h("form", { class: "inline-form", id: "stage-form", novalidate: true },
+      field("key", "key", h("input", { name: "key", placeholder: "trial" })),
+      field("name", L("名称", "Name"), h("input", { name: "name" })),
+      field("probability", L("赢率 %", "Win %"), h("input", { name: "probability", type: "number", min: 0, max: 100 })),
+      h("button", { type: "submit", class: "btn" }, L("添加阶段", "Add stage")));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const el = form.elements;
+      try {
+        await post("/admin/stages", { key: el.key.value.trim(), name: el.name.value.trim(), probability: Number(el.probability.value || 0) });
+        toast(L("已添加", "Added"));
+        route();
+      } catch (err) {
+        formError(form, err);
+      }
+    });
+    return h("div", {}, table([L("顺序", "Order"), "key", L("名称", "Name"), L("赢率 %", "Win %"), L("启用", "Active")],
+      items.map((s) => h("tr", { "data-stage": s.key }, h("td", {}, s.sort_order), h("td", {}, h("code", {}, s.key)),
+        h("td", {}, editable(s.name, (name) => patch(`/admin/stages/${s.id}`, { name }), L("名称", "Name"))),
+        h("td", {}, editable(String(s.probability), (p) => patch(`/admin/stages/${s.id}`, { probability: Number(p) }), L("赢率", "Win %"))),
+        h("td", {}, s.is_won || s.is_lost ? L("（结束阶段）", "(closing)") : toggle(s.active, (active) => patch(`/admin/stages/${s.id}`, { active }), L("启用", "Active")))))), form);
+  };
+
+  const flows = () => get("/admin/approval-flows").then(({ items }) => table(
+    [L("类型", "Kind"), L("名称", "Name"), L("审批步骤", "Steps"), L("启用", "Active")],
+    items.map((f) => h("tr", { "data-flow": f.id }, h("td", {}, f.kind),
+      h("td", {}, editable(f.name, (name) => patch(`/admin/approval-flows/${f.id}`, { name }), L("名称", "Name"))),
+      h("td", {}, (f.steps || []).length), h("td", {}, toggle(f.active, (active) => patch(`/admin/approval-flows/${f.id}`, { active }), L("启用", "Active")))))));
+
+  const rules = () => get("/admin/rules").then(({ items }) => table(
+    [L("名称", "Name"), L("触发", "Trigger"), L("动作数", "Actions"), L("启用", "Enabled")],
+    items.map((r) => h("tr", { "data-rule": r.id },
+      h("td", {}, editable(r.name, (name) => patch(`/admin/rules/${r.id}`, { name }), L("名称", "Name"))),
+      h("td", {}, r.trigger), h("td", {}, (r.actions || []).length),
+      h("td", {}, toggle(r.enabled, (enabled) => patch(`/admin/rules/${r.id}`, { enabled }), L("启用", "Enabled")))))));
+
+  async function route() {
+    clear(main, h("header", { class: "page-head" }, h("h1", {}, L("字段、阶段与流程", "Fields, stages & flows"))),
+      await section(L("自定义字段", "Custom fields"), "fields", fields),
+      await section(L("商机阶段", "Opportunity stages"), "stages", stages),
+      await section(L("审批流程", "Approval flows"), "flows", flows),
+      await section(L("自动化规则", "Automation rules"), "rules", rules));
+  }
+  await route();
+}
