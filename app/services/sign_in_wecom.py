@@ -19,12 +19,11 @@ from urllib.parse import urlencode, urlsplit
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from app.errors import Forbidden, NotFound, Unauthorized, ValidationError
-from app.services.org_sync import apply_users
+from app.errors import NotFound, Unauthorized, ValidationError
 from app.services.platform import ClientFactory, unavailable
-from app.services.sign_in import SignedIn
-from integrations.base import InvalidCodeError, NotFoundError, PermissionDeniedError, PlatformError
-from models.org import Corp, Platform, User
+from app.services.sign_in import SignedIn, outside_range, user_for_identity
+from integrations.base import InvalidCodeError, PermissionDeniedError, PlatformError
+from models.org import Corp, Platform
 from models.platform import ProcessedEvent
 
 STATE_TTL = 600  # the OAuth code itself lives 5 minutes (§2.1); the user may linger on the page a little
@@ -101,17 +100,6 @@ def check_state(session: so.Session, pending: Any, state: str | None, *, now: fl
     return corp
 
 
-def _outside_range() -> Forbidden:
-    return Forbidden("你不在本应用的可见范围内，请联系管理员 / you are outside the app's visible range",
-                     code="outside_visible_range", fields={"code": "user not visible to the app"})
-
-
-def _user_by_userid(session: so.Session, corp: Corp, userid: str) -> User | None:
-    return session.execute(
-        sa.select(User).where(User.corp_id == corp.id, sa.func.lower(User.platform_userid) == userid.lower())
-    ).scalars().first()
-
-
 def sign_in_with_wecom(session: so.Session, *, clients: ClientFactory, corp: Corp, code: str) -> SignedIn:
     if not code or len(code) > 512:
         raise ValidationError("缺少或无效的 code / code is missing or invalid", fields={"code": "invalid"})
@@ -122,32 +110,8 @@ def sign_in_with_wecom(session: so.Session, *, clients: ClientFactory, corp: Cor
         raise Unauthorized("登录 code 无效、已过期或已使用，请重新进入应用 / sign-in code expired or already used",
                            code="invalid_code", fields={"code": "expired or already used"}) from None
     except PermissionDeniedError:
-        raise _outside_range() from None
+        raise outside_range("code") from None
     except PlatformError as exc:
         raise unavailable(exc) from exc
     # WeCom userids are case-insensitive (§4.2).
-    user = _user_by_userid(session, corp, identity.userid)
-    created = False
-    if user is None:
-        try:
-            person = client.get_user(identity.userid)
-        except PermissionDeniedError:
-            raise _outside_range() from None
-        except NotFoundError:
-            raise _outside_range() from None
-        except PlatformError as exc:
-            raise unavailable(exc) from exc
-        try:
-            with session.begin_nested():  # a concurrent first sign-in of the same person may win
-                apply_users(session, corp, [person], None)
-            created = True
-        except sa.exc.IntegrityError:
-            pass
-        user = _user_by_userid(session, corp, identity.userid)
-        if user is None:  # pragma: no cover - only if the row vanished between the two statements
-            raise unavailable(PlatformError("用户创建失败 / could not add the user", platform=corp.platform))
-    if not user.active:
-        raise Forbidden("账号已停用，请联系管理员 / your account is deactivated", code="account_disabled",
-                        fields={"code": "user deactivated"})
-    session.flush()
-    return SignedIn(user=user, corp=corp, created=created)
+    return user_for_identity(session, corp, client, identity, field="code", case_insensitive=True)
