@@ -72,6 +72,33 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+class _CpuMeter:
+    """CPU seconds of this process and of the PostgreSQL backends serving `database` (local server only:
+    read from /proc). The apply rate is wall time on a shared box; CPU per user says what the path costs
+    whatever the neighbours do. Pooled connections are closed first so every backend used is seen."""
+
+    def __init__(self, database) -> None:
+        self.pids: set[int] = set()
+        database.engine.dispose()
+        sa.event.listen(database.engine, "connect", self._connected)
+
+    def _connected(self, dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("SELECT pg_backend_pid()")
+        self.pids.add(cur.fetchone()[0])
+        cur.close()
+
+    def read(self) -> tuple[float, float | None]:
+        server = 0
+        for pid in self.pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # not on this machine, or the backend has gone: no server figure
+                return time.process_time(), None
+            server += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+        return time.process_time(), server / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=50_000)
@@ -94,7 +121,8 @@ def main() -> int:
     sandbox.start()
     info = parent.recv()
     print(f"sandbox ready in {time.monotonic() - t0:.1f}s at {info['url']}: {info['users']} users, "
-          f"{info['departments']} departments, {args.latency * 1000:.0f} ms latency, {args.qps} QPS/API", flush=True)
+          f"{info['departments']} departments, {args.latency * 1000:.0f} ms latency, {args.qps} QPS/API; load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
     http = requests.Session()
     http.trust_env = False
     sizes = http.get(f"{info['url']}/sandbox/dingtalk/corps/{info['corpId']}/stats",
@@ -165,6 +193,7 @@ def apply_capacity(database, http, info, chunk: int = 2000, writers: int = 2) ->
         frontier = [k for d in frontier for k in children.get(d["dept_id"], [])]
     depts = [PlatformDepartment(str(d["dept_id"]), str(d["parent_id"]) if d.get("parent_id") else None, d["name"])
              for d in ordered]
+    meter = _CpuMeter(database)
     known: dict[str, _DeptInfo] = {}
     t0 = time.perf_counter()
     with database.session() as s:
@@ -192,11 +221,15 @@ def apply_capacity(database, http, info, chunk: int = 2000, writers: int = 2) ->
         apply_department_batch(s, third.id, depts, 1, {}, known3)
     ids3 = {k: v.id for k, v in known3.items()}
     seconds = 0.0
+    client0, server0 = meter.read()
     with ThreadPoolExecutor(writers) as pool:
         for i in range(0, len(sightings), chunk):
             t0 = time.perf_counter()
             write_listings(database, third.id, sightings[i:i + chunk], 1, ids3, writers=writers, pool=pool)
             seconds += time.perf_counter() - t0
+    client1, server1 = meter.read()
+    result.update(cpu_client_us=(client1 - client0) / users * 1e6,
+                  cpu_server_us=None if server0 is None or server1 is None else (server1 - server0) / users * 1e6)
     result.update(seconds=seconds, writers=writers, rate=users / seconds,
                   rate_1=users / result["seconds_1"], rate_update=users / result[f"seconds_{writers}"])
     return result
@@ -235,6 +268,9 @@ def report(args, sizes, calls, stats, run, rss_before, rss_peak, users_in_db, me
           f"new corp, {w} writers {c['seconds']:.2f}s = {c['rate']:,.0f} users/s; new corp, 1 writer "
           f"{c['seconds_1']:.2f}s = {c['rate_1']:,.0f} users/s; unchanged, {w} writers {c[f'seconds_{w}']:.2f}s = "
           f"{c['rate_update']:,.0f} users/s")
+    server = "n/a (remote server)" if c["cpu_server_us"] is None else f"{c['cpu_server_us']:.0f} µs"
+    print(f"  CPU per user of the new-corp {w}-writer pass: {c['cpu_client_us']:.0f} µs here + {server} in "
+          f"PostgreSQL backends; load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min)")
     print()
     print(f"  {'figure':<36} {'measured':>22} {'ratio/value':>12}  target   ok")
     for name, shown, value, target, op in rows:

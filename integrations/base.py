@@ -143,7 +143,9 @@ class OrgEvent:
     """An address-book change pushed by the platform, already decrypted and verified."""
 
     event_id: str  # for de-duplication of repeated deliveries
-    kind: str  # user_upsert | user_leave | dept_upsert | dept_remove
+    kind: str  # user_upsert | user_leave | user_rename | dept_upsert | dept_remove
+    # user_rename: `user_ids` is (new userid, old userid), the new one first so that later events about the
+    # person (which name the new id) queue behind it.
     user_ids: tuple[str, ...] = ()
     dept_ids: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)
@@ -161,6 +163,9 @@ class PlatformClient(abc.ABC):
     rate_limits: dict[str, float] = {}
     user_page_size: int = 100
     max_recipients_per_send: int = 100
+    # The app's visible range may name people one by one, outside any visible department: the full sync
+    # then asks `list_direct_users` too.
+    range_names_people: bool = False
 
     @abc.abstractmethod
     def test_connection(self) -> ConnectionReport: ...
@@ -192,16 +197,35 @@ class PlatformClient(abc.ABC):
     def root_department_id(self) -> str:
         return "1"
 
+    def root_department_ids(self) -> list[str]:
+        """The tops of what the app may read: the departments whose parent it cannot see. One (the corp's
+        root) when the whole corp is visible; several when the visible range is disjoint subtrees. Empty
+        only when the range holds people and no department (see `list_direct_users`)."""
+        return [self.root_department_id()]
+
+    def list_direct_users(self) -> list[PlatformUser]:
+        """People in the visible range by name rather than through a department: a department walk does
+        not reach them. Platforms without such a range return none."""
+        return []
+
     def walk_departments(self) -> Iterator[PlatformDepartment]:
-        """Every department, parents before children (breadth first from the root)."""
-        root = self.get_department(self.root_department_id())
-        yield root
-        queue = [root.dept_id]
-        while queue:
-            current = queue.pop(0)
-            for child in self.list_sub_departments(current):
-                yield child
-                queue.append(child.dept_id)
+        """Every department, parents before children (breadth first from each root in turn)."""
+        seen: set[str] = set()
+        for root_id in self.root_department_ids():
+            if root_id in seen:
+                continue
+            root = self.get_department(root_id)
+            seen.add(root.dept_id)
+            yield root
+            queue = [root.dept_id]
+            while queue:
+                current = queue.pop(0)
+                for child in self.list_sub_departments(current):
+                    if child.dept_id in seen:
+                        continue
+                    seen.add(child.dept_id)
+                    yield child
+                    queue.append(child.dept_id)
 
 
 # --------------------------------------------------------------------------- errors added by the integrations

@@ -20,7 +20,7 @@ from integrations.base import (
 )
 from models.audit import AuditLog
 from models.crm import Customer
-from models.org import Department, DepartmentLeader, User, UserDepartment
+from models.org import Corp, Department, DepartmentLeader, User, UserDepartment
 from models.platform import SyncRun
 from models.types import utcnow
 from tests import factories as f
@@ -363,3 +363,82 @@ def test_a_department_seen_twice_during_the_walk_is_synced_once(database):
     assert run.status == "succeeded" and run.total == run.done == 4
     # root + 4 listsub + 5 user pages: department 4 was neither walked nor listed twice
     assert fake.calls == 1 + 4 + 5
+
+
+def s_count(session, table, *where) -> int:
+    return session.scalar(sa.select(sa.func.count()).select_from(table).where(*where))
+
+
+def _dangling_pairs(session) -> int:
+    """Membership and leader rows whose person or department does not exist."""
+    count = 0
+    for t in (UserDepartment.__table__, DepartmentLeader.__table__):
+        orphan = sa.or_(~sa.exists().where(User.id == t.c.user_id),
+                        ~sa.exists().where(Department.id == t.c.department_id))
+        count += s_count(session, t, orphan)
+    return count
+
+
+def test_removed_department_leaver_and_deleted_corp_leave_no_dangling_pairs(database):
+    """The pair tables carry no corp foreign key of their own: what keeps them clean is the user and
+    department keys (CASCADE), through a department removal, a leaver and the corp's deletion."""
+    with database.session() as s:
+        corp = f.corp(s)
+        other = f.corp(s, corp_id="dingneighbour")
+    fake = FakeOrg()
+    fake.users["ww"] = PlatformUser("ww", "王五", unionid="uw", department_ids=("4",), leader_of=("4",))
+    full_sync(database, corp.id, fake)
+    full_sync(database, other.id, FakeOrg())
+    depts, users, _, _ = _state(database, corp.id)
+    ud, dl = UserDepartment.__table__, DepartmentLeader.__table__
+    with database.session() as s:
+        assert s_count(s, ud, ud.c.department_id == depts["4"].id) == 3
+        assert s_count(s, dl, dl.c.department_id == depts["4"].id) == 1
+
+    del fake.depts["4"]  # 华南 dissolved, its people move to 华东; the manager leaves
+    for userid in ("zs", "ls", "ww"):
+        fake.users[userid] = PlatformUser(userid, fake.users[userid].name, department_ids=("3",))
+    del fake.users["mgr"]
+    run = full_sync(database, corp.id, fake)
+    assert (run.removed, run.deactivated) == (1, 1)
+    with database.session() as s:
+        assert s_count(s, ud, ud.c.department_id == depts["4"].id) == 0
+        assert s_count(s, dl, dl.c.department_id == depts["4"].id) == 0
+        assert s_count(s, dl, dl.c.user_id == users["mgr"].id) == 0  # a leaver leads nothing
+        assert _dangling_pairs(s) == 0
+        # The keys that matter are still enforced: a pair naming a missing department is refused.
+        with pytest.raises(sa.exc.IntegrityError), s.begin_nested():
+            s.execute(ud.insert().values(corp_id=corp.id, user_id=users["zs"].id,
+                                         department_id=depts["4"].id, sort_order=0))
+
+    with database.session() as s:
+        s.execute(sa.delete(Corp).where(Corp.id == corp.id))
+    with database.session() as s:
+        assert s_count(s, ud, ud.c.corp_id == corp.id) == s_count(s, dl, dl.c.corp_id == corp.id) == 0
+        assert _dangling_pairs(s) == 0
+        assert s_count(s, ud, ud.c.corp_id == other.id) == 6  # the neighbour is untouched
+
+
+def test_an_unchanged_org_rewrites_no_pair_and_no_updated_at(database):
+    with database.session() as s:
+        corp = f.corp(s)
+    fake = ListingOrg()
+    full_sync(database, corp.id, fake)
+    ud, dl = UserDepartment.__table__, DepartmentLeader.__table__
+    pg = database.dialect == "postgresql"
+
+    def snapshot():
+        with database.session() as s:
+            stamps = dict(s.execute(sa.select(User.platform_userid, User.updated_at)
+                                    .where(User.corp_id == corp.id)).all())
+            # PostgreSQL: a row's xmin changes with every write to it, even one that sets the same value.
+            versions = ({t.name: set(s.execute(sa.text(f"SELECT user_id, department_id, xmin::text FROM {t.name}")))
+                         for t in (ud, dl)} if pg else None)
+        return stamps, versions
+
+    before = snapshot()
+    run = full_sync(database, corp.id, fake)
+    assert (run.added, run.updated, run.deactivated, run.removed) == (0, 0, 0, 0)
+    assert snapshot() == before
+    with database.session() as s:
+        assert set(s.scalars(sa.select(User.last_sync_run_id).where(User.corp_id == corp.id))) == {run.id}

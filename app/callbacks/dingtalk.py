@@ -19,7 +19,7 @@ from flask import Blueprint, current_app, jsonify, request
 from app.db import get_database, get_session
 from app.errors import ApiError, Forbidden, NotFound
 from app.services.corps import SecretBox
-from app.services.event_inbox import EventApplier, record_event
+from app.services.event_inbox import EventApplier, event_keys, record_event
 from integrations.dingtalk.crypto import (
     CallbackCrypto,
     CallbackCryptoError,
@@ -105,7 +105,7 @@ def push(corp_ref: str):
 
 
 def accept_payload(database: Database, corp_pk: int, payload: dict[str, Any], *, source: str,
-                   submit: Callable[[int, str | None], None]) -> int | None:
+                   submit: Callable[[int, tuple[str, ...]], None]) -> int | None:
     """Store one verified DingTalk event (HTTP push or Stream) and hand it to the applier; the inbox
     row id, or None for a redelivery, `check_url` or an event type we do not handle."""
     kind = event_type(payload)
@@ -117,6 +117,5 @@ def accept_payload(database: Database, corp_pk: int, payload: dict[str, Any], *,
     with database.session() as s:
         event_pk = record_event(s, corp_pk, event, event_type=str(kind), source=source)
     if event_pk is not None:
-        ids = event.user_ids or event.dept_ids
-        submit(event_pk, f"{event.kind[:4]}:{ids[0]}" if ids else None)
+        submit(event_pk, event_keys(event.user_ids, event.dept_ids))
     return event_pk

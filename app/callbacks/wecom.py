@@ -21,7 +21,7 @@ from app.db import get_database, get_session
 from app.errors import Forbidden, NotFound
 from app.services.card_decisions import decide_from_card
 from app.services.corps import SecretBox
-from app.services.event_inbox import record_event
+from app.services.event_inbox import event_keys, record_event
 from app.services.platform import client_factory
 from integrations.wecom.crypto import (
     CallbackCryptoError,
@@ -119,7 +119,8 @@ def receive(corp_ref: str):
         with database.session() as s:
             event_pk = record_event(s, corp.id, event, event_type=str(fields.get("ChangeType")), source="http")
         if event_pk is not None:
-            event_applier().submit(event_pk)
+            # Keyed like DingTalk's: a join and a leave of one person must not overtake each other.
+            event_applier().submit(event_pk, event_keys(event.user_ids, event.dept_ids))
         return Response("", status=200)
     click = card_click(fields)
     if click is not None and _claim_click(database, corp.id, click.event_id):

@@ -1,8 +1,11 @@
 """Bulk writes of plain rows that are fast on PostgreSQL and still correct on SQLite.
 
 On PostgreSQL every helper sends ONE statement with ONE parameter, the rows as a JSON document that
-`jsonb_to_recordset` turns back into typed columns: the statement text stays the same whatever the row
-count, and the rows are serialised by the C json encoder. SQLAlchemy's
+`json_to_recordset` turns back into typed columns: the statement text stays the same whatever the row
+count, and the rows are serialised by the C json encoder. Plain `json`, not `jsonb`: the rows are read
+once, and building the binary form first cost ~30 % more server time (1,000 user rows: 13 ms vs 17 ms).
+Values shared by every row (`const`: the corp, the run, "now") go as separate parameters instead of
+being repeated in the document; parsing a timestamp per row was half the parse time. SQLAlchemy's
 multi-row VALUES (insertmanyvalues) and long `IN (...)` lists instead build statements with thousands
 of named parameters, and psycopg spent most of a 2,000-user chunk splitting that text in Python (about
 1 s, i.e. ~2,000 rows/s). SQLite gets plain executemany, which its driver runs in C.
@@ -49,7 +52,13 @@ def _records(table: sa.Table, cols: Sequence[str], rows: Sequence[dict[str, Any]
     column, via unnest, were adapted element by element in Python by the driver: slower than the insert.)"""
     doc = json.dumps([{c: r[c] for c in cols} for r in rows], ensure_ascii=False, default=_json_default)
     defs = ", ".join(f'"{c}" {_pg_type(table.c[c])}' for c in cols)
-    return f"jsonb_to_recordset(CAST(:{name} AS jsonb)) AS v({defs})", {name: doc}
+    return f"json_to_recordset(CAST(:{name} AS json)) AS v({defs})", {name: doc}
+
+
+def _consts(table: sa.Table, const: dict[str, Any]) -> tuple[list[str], dict]:
+    """SELECT-list items for the values every row shares, one typed parameter each."""
+    items = [f'CAST(:k_{i} AS {_pg_type(table.c[c])})' for i, c in enumerate(const)]
+    return items, {f"k_{i}": v for i, v in enumerate(const.values())}
 
 
 def any_of(session: so.Session, column: sa.Column, values: Iterable[Any]) -> sa.ColumnElement[bool]:
@@ -68,22 +77,33 @@ def insert_rows(
     returning: Sequence[str] = (),
     conflict: Sequence[str] | None = None,
     update: Sequence[str] | None = None,
+    const: dict[str, Any] | None = None,
 ) -> list[sa.Row]:
     """INSERT rows; with `conflict` (the unique columns) do nothing, or set the `update` columns, on a
-    clash. Returns the `returning` columns of inserted rows, in row order when nothing clashes."""
+    clash. `const` holds columns with the same value in every row (not repeated per row). Returns the
+    `returning` columns of inserted rows, in row order when nothing clashes.
+
+    A clash whose `update` columns already hold the incoming values writes nothing (no new row
+    version, no index entries): a re-sync of an unchanged org then only reads."""
     if not rows:
         return []
+    const = const or {}
     cols = list(rows[0])
     if _pg(session):
         source, params = _records(table, cols, rows)
+        fixed, fixed_params = _consts(table, const)
+        params.update(fixed_params)
         # Only table and column names from our own metadata are interpolated; values are parameters.
-        names = ", ".join(f'"{c}"' for c in cols)
-        sql = f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {source}'  # noqa: S608
+        names = ", ".join(f'"{c}"' for c in [*cols, *const])
+        picks = ", ".join([*(f'"{c}"' for c in cols), *fixed])
+        sql = f'INSERT INTO "{table.name}" AS t ({names}) SELECT {picks} FROM {source}'  # noqa: S608
         if conflict is not None:
             target = ", ".join(conflict)
             if update:
                 sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in update)
-                sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
+                old = ", ".join(f"t.{c}" for c in update)
+                new = ", ".join(f"EXCLUDED.{c}" for c in update)
+                sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets} WHERE ROW({old}) IS DISTINCT FROM ROW({new})"
             else:
                 sql += f" ON CONFLICT ({target}) DO NOTHING"
         if returning:
@@ -93,14 +113,16 @@ def insert_rows(
     stmt: Any = upsert_insert(session, table)
     if conflict is not None:
         if update:
+            changed = sa.or_(*[table.c[c].is_distinct_from(stmt.excluded[c]) for c in update])
             stmt = stmt.on_conflict_do_update(index_elements=list(conflict),
-                                              set_={c: stmt.excluded[c] for c in update})
+                                              set_={c: stmt.excluded[c] for c in update}, where=changed)
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict))
+    params = [{**r, **const} for r in rows] if const else list(rows)
     if returning:
         stmt = stmt.returning(*[table.c[c] for c in returning], sort_by_parameter_order=True)
-        return list(session.execute(stmt, list(rows)).all())
-    session.execute(stmt, list(rows))
+        return list(session.execute(stmt, params).all())
+    session.execute(stmt, params)
     return []
 
 

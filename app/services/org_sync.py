@@ -58,6 +58,9 @@ HEARTBEAT_EVERY = 5.0
 PROGRESS_EVERY = 3.0  # seconds between chunk commits when users trickle in (the console polls progress)
 DEPT_BATCH_WAIT = 0.5  # seconds departments may wait to be written together
 TRANSIENT_RETRIES = 3  # DingTalk: retry "system busy" at most 3 times (§2.1)
+# The listing of people the visible range names one by one (WeCom): it has no department of ours, so
+# its sightings write no membership, but it is checkpointed like a department listing.
+DIRECT_LISTING = "@direct"
 
 
 class SyncFailed(RuntimeError):
@@ -370,6 +373,11 @@ def apply_listings(
         listed.setdefault(pu.userid, {})[dept] = (int(pu.department_orders.get(dept, 0)), dept in pu.leader_of)
     if not merged:
         return 0, 0, 0
+    if session.get_bind().dialect.name == "postgresql":
+        # Not waiting for the WAL flush at commit (this transaction only): a crash may lose the last chunks
+        # committed, never half of one, and losing them is harmless: the checkpoint commits after its data, so it
+        # is lost with it, and the resumed run lists those departments again; the upserts absorb the repeat.
+        session.execute(sa.text("SET LOCAL synchronous_commit = off"))
     u = User.__table__
     existing = {
         r.platform_userid: r
@@ -391,14 +399,15 @@ def apply_listings(
         if main is None:
             main = next((dept_ids[d] for d in listed[userid] if d in dept_ids), None)
         if row is None:
-            inserts.append({"corp_id": corp_id, "platform_userid": userid, **values, "main_department_id": main,
-                            "last_sync_run_id": run_id, "role": Role.SALESPERSON.value, "created_at": now,
-                            "updated_at": now})
+            inserts.append({"platform_userid": userid, **values, "main_department_id": main})
             continue
-        same = all(getattr(row, k) == v for k, v in values.items()) and row.main_department_id == main
+        # Row columns 5… are _USER_FIELDS, the order _user_values gives too (an unchanged re-sync test
+        # counts zero updates, so a mismatch would not go unnoticed).
+        same = tuple(row)[5:] == tuple(values.values()) and row.main_department_id == main
         rehired = row.left_at is not None and pu.active
         if same and not rehired:
-            touch.append(row.id)
+            if row.last_sync_run_id != run_id:
+                touch.append(row.id)
             continue
         if row.last_sync_run_id != run_id:  # a second sighting in this run completes it, it is no change
             updated += 1
@@ -406,8 +415,10 @@ def apply_listings(
                         "left_at": None if rehired else row.left_at, "last_sync_run_id": run_id, "updated_at": now})
     ids = {userid: row.id for userid, row in existing.items()}
     if inserts:
-        for pk, userid in bulk.insert_rows(session, u, inserts, returning=("id", "platform_userid"),
-                                           conflict=("corp_id", "platform_userid")):
+        for pk, userid in bulk.insert_rows(
+                session, u, inserts, returning=("id", "platform_userid"), conflict=("corp_id", "platform_userid"),
+                const={"corp_id": corp_id, "last_sync_run_id": run_id, "role": Role.SALESPERSON.value,
+                       "created_at": now, "updated_at": now}):
             ids[userid] = pk
         added = sum(1 for r in inserts if r["platform_userid"] in ids)
         taken = {r["platform_userid"]: r for r in inserts if r["platform_userid"] not in ids}
@@ -422,9 +433,23 @@ def apply_listings(
                                 "last_sync_run_id": run_id, "updated_at": now})
     bulk.update_rows(session, u, updates)
     if touch:
-        session.execute(u.update().where(bulk.any_of(session, u.c.id, touch)).values(last_sync_run_id=run_id))
+        # Only the run stamp, by which `_finish` tells who is gone; nothing about these people changed, so
+        # `updated_at` keeps its value (naming it stops the column's onupdate default).
+        session.execute(u.update().where(bulk.any_of(session, u.c.id, touch))
+                        .values(last_sync_run_id=run_id, updated_at=u.c.updated_at))
 
-    # Memberships and leadership: one row per listing, upserted.
+    # Memberships and leadership: one row per listing. Known people's current rows are read first, so only
+    # new or moved memberships and new leaderships are sent; an unchanged org writes none of them.
+    ud, dl = UserDepartment.__table__, DepartmentLeader.__table__
+    old_people = [ids[userid] for userid in merged if userid in existing]
+    have: dict[tuple[int, int], int] = {}
+    led: set[tuple[int, int]] = set()
+    if old_people:
+        have = {(a, b): order for a, b, order in session.execute(
+            sa.select(ud.c.user_id, ud.c.department_id, ud.c.sort_order)
+            .where(bulk.any_of(session, ud.c.user_id, old_people))).all()}
+        led = {(a, b) for a, b in session.execute(sa.select(dl.c.user_id, dl.c.department_id)
+                                                  .where(bulk.any_of(session, dl.c.user_id, old_people))).all()}
     members, leads, unlead = [], [], []
     for userid, where in listed.items():
         uid = ids[userid]
@@ -432,30 +457,27 @@ def apply_listings(
             did = dept_ids.get(dept)
             if did is None:
                 continue
-            members.append({"corp_id": corp_id, "user_id": uid, "department_id": did, "sort_order": order})
-            (leads if leader else unlead).append((uid, did))
-    ud, dl = UserDepartment.__table__, DepartmentLeader.__table__
-    bulk.insert_rows(session, ud, members, conflict=("user_id", "department_id"), update=("sort_order",))
-    bulk.insert_rows(session, dl, [{"corp_id": corp_id, "user_id": a, "department_id": b} for a, b in leads],
-                     conflict=("department_id", "user_id"))
+            if have.get((uid, did)) != order:
+                members.append({"user_id": uid, "department_id": did, "sort_order": order})
+            if not leader:
+                unlead.append((uid, did))
+            elif (uid, did) not in led:
+                leads.append((uid, did))
+    # Upserts still: a concurrent event applier may be writing the same rows; the first one's rows stand.
+    bulk.insert_rows(session, ud, members, conflict=("user_id", "department_id"), update=("sort_order",),
+                     const={"corp_id": corp_id})
+    bulk.insert_rows(session, dl, [{"user_id": a, "department_id": b} for a, b in leads],
+                     conflict=("department_id", "user_id"), const={"corp_id": corp_id})
     # Departments a known person no longer belongs to, and leaderships they gave up. New people have none.
-    old_people = [ids[userid] for userid in merged if userid in existing]
     if old_people:
         by_pk = {pk: pid for pid, pk in dept_ids.items()}
         belongs = {ids[userid]: set(pu.department_ids) for userid, pu in merged.items() if pu.department_ids}
-        stale = {
-            (a, b)
-            for a, b in session.execute(
-                sa.select(ud.c.user_id, ud.c.department_id).where(bulk.any_of(session, ud.c.user_id, old_people)))
-            if a in belongs and by_pk.get(b) is not None and by_pk[b] not in belongs[a]
-        }
+        olds = set(old_people)
+        rows_now = have.keys() | {(m["user_id"], m["department_id"]) for m in members if m["user_id"] in olds}
+        stale = {(a, b) for a, b in rows_now
+                 if a in belongs and by_pk.get(b) is not None and by_pk[b] not in belongs[a]}
         dropped = set(unlead) | stale
-        gone_leads = [
-            (a, b)
-            for a, b in session.execute(
-                sa.select(dl.c.user_id, dl.c.department_id).where(bulk.any_of(session, dl.c.user_id, old_people)))
-            if (a, b) in dropped
-        ]
+        gone_leads = [p for p in led | {p for p in leads if p[0] in olds} if p in dropped]
         bulk.delete_pairs(session, ud, "user_id", "department_id", stale)
         bulk.delete_pairs(session, dl, "user_id", "department_id", gone_leads)
     return added, updated, len(members) + len(inserts) + len(updates)
@@ -569,14 +591,16 @@ class _FullSync:
 
     # -- worker side
 
-    def call(self, fn: Callable, *args):
-        """One counted API call; transient failures (timeouts, 5xx, "system busy") are retried a few times."""
+    def call(self, fn: Callable, *args, counted: bool = True):
+        """One counted API call; transient failures (timeouts, 5xx, "system busy") are retried a few times.
+        `counted=False` for client methods that make a platform-dependent number of calls (none, or
+        several): the run's call count stays the count of listing calls it can vouch for."""
         attempt = 0
         while True:
             if self.stop.is_set():
                 raise _Stopped
             with self._lock:
-                self.calls += 1
+                self.calls += 1 if counted else 0
             try:
                 return fn(*args)
             except RetryableError as exc:
@@ -635,6 +659,9 @@ class _FullSync:
     def list_users(self, dept_id: str) -> None:
         cursor = None
         try:
+            if dept_id == DIRECT_LISTING:
+                self.put(("users", dept_id, self.call(self.client.list_direct_users, counted=False), True))
+                return
             while True:
                 page = self.call(self.client.list_department_users, dept_id, cursor)
                 last = page.next_cursor is None
@@ -709,11 +736,27 @@ class _FullSync:
             last_commit = time.monotonic()
 
         try:
-            root = self.call(self.client.get_department, self.client.root_department_id())
-            pending_depts.append(root)
+            # A visible range of several disjoint subtrees has several tops: each is walked. The start
+            # holds one pending walk of its own until every root is queued, so a first root walked in full
+            # before the next is queued cannot report the whole walk finished.
+            roots = [self.call(self.client.get_department, r)
+                     for r in dict.fromkeys(self.call(self.client.root_department_ids, counted=False))]
+            pending_depts.extend(roots)
             flush_depts()
-            self.submit_walk(root.dept_id)
-            self.submit_listing(root.dept_id)
+            with self._lock:
+                self.walk_pending += 1
+            try:
+                for root in roots:
+                    self.submit_walk(root.dept_id)
+                    self.submit_listing(root.dept_id)
+                if self.client.range_names_people:
+                    self.submit_listing(DIRECT_LISTING)
+            finally:
+                with self._lock:
+                    self.walk_pending -= 1
+                    finished = self.walk_pending == 0
+                if finished:
+                    self.put(("walked",))
             while True:
                 try:
                     item = self.q.get(timeout=DEPT_BATCH_WAIT)

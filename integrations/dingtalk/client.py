@@ -230,6 +230,11 @@ class DingTalkClient(PlatformClient):
             order=int(d.get("order") or 0),
         )
 
+    def root_department_ids(self) -> list[str]:
+        # The full-sync recipe is a walk from department 1 (fact sheet §5.3): the sub-department listings
+        # are not limited by the app's contacts scope, so one root always covers everything listable.
+        return ["1"]
+
     def get_department(self, dept_id: str) -> PlatformDepartment:
         data = self._oapi("/topapi/v2/department/get", {"dept_id": int(dept_id), "language": "zh_CN"})
         return self._department(data.get("result") or {})

@@ -276,6 +276,13 @@ def create_wecom_blueprint(world: WeComWorld) -> Blueprint:
     @bp.post("/sandbox/wecom/config")
     def config():
         data = _body()
+        # Checked before anything changes: a bad field leaves the sandbox as it was.
+        partys = data.get("allowPartys", [])
+        if not isinstance(partys, list) or not all(isinstance(p, int) or (isinstance(p, str) and p.isdigit())
+                                                   for p in partys):
+            return jsonify({"error": "allowPartys must be a list of department ids", "field": "allowPartys"}), 400
+        if not isinstance(data.get("allowUsers", []), list):
+            return jsonify({"error": "allowUsers must be a list of userids", "field": "allowUsers"}), 400
         with world.lock:
             if "latency" in data:
                 world.latency = float(data["latency"])
@@ -294,7 +301,8 @@ def create_wecom_blueprint(world: WeComWorld) -> Blueprint:
             app = world.apps.get(data.get("corpId") or "") or (world.app() if world.apps else None)
             if app is not None:
                 if "allowPartys" in data:
-                    app.allow_partys = [int(p) for p in data["allowPartys"]]
+                    # The visible range: any set of departments (each brings its subtree), not one root.
+                    app.allow_partys = [int(p) for p in partys]
                 if "allowUsers" in data:
                     app.allow_users = [str(u) for u in data["allowUsers"]]
                 if "contactPermission" in data:
@@ -361,15 +369,25 @@ def create_wecom_blueprint(world: WeComWorld) -> Blueprint:
 
     @bp.patch("/sandbox/wecom/corps/<corp_id>/users/<userid>")
     def update_user(corp_id, userid):
+        """`newUserid` changes the member's userid the way the admin console does: the event names the old
+        one in `UserID` and the new one in `NewUserID` (§5.5)."""
         data = _body()
+        new_userid = data.get("newUserid")
+        if new_userid is not None and (not isinstance(new_userid, str) or not new_userid.strip()):
+            return jsonify({"error": "newUserid must be a non-empty string", "field": "newUserid"}), 400
+        try:
+            depts = [int(d) for d in data["department"]] if data.get("department") else None
+        except (TypeError, ValueError):
+            return jsonify({"error": "department must be a list of department ids", "field": "department"}), 400
         try:
             app = world.app(corp_id)
-            depts = [int(d) for d in data["department"]] if data.get("department") else None
             user = world.update_user(app, userid, name=data.get("name"), dept_ids=depts,
-                                     title=data.get("position"))
+                                     title=data.get("position"), new_userid=new_userid)
         except WeComFailure as exc:
             return control_error(exc)
-        event = fire(app, change_contact(app, "update_user", UserID=user.userid, Name=user.name,
+        renamed = user.userid != userid
+        event = fire(app, change_contact(app, "update_user", UserID=userid,
+                                         NewUserID=user.userid if renamed else None, Name=user.name,
                                          Department=",".join(map(str, user.dept_ids)), Position=user.title))
         return jsonify({"user": world.user_json(app, user), "event": event})
 

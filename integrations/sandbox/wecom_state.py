@@ -111,8 +111,11 @@ def _token(rng: random.Random, n: int, alphabet: str) -> str:
     return "".join(rng.choice(alphabet) for _ in range(n))
 
 
-def make_wecom_corp(seed: int | str = 1, *, index: int = 0, users: int = 60, name: str | None = None) -> WeComApp:
-    """A corp from `corpgen` (same org shape as the DingTalk sandbox) with WeCom-style identifiers."""
+def make_wecom_corp(seed: int | str = 1, *, index: int = 0, users: int = 60, name: str | None = None,
+                    allow_partys: list[int] | None = None, allow_users: list[str] | None = None) -> WeComApp:
+    """A corp from `corpgen` (same org shape as the DingTalk sandbox) with WeCom-style identifiers. The app
+    sees the whole corp unless `allow_partys` / `allow_users` give its visible range (any set of
+    departments, each with its subtree, plus people named one by one)."""
     corp = generate_corp(f"wecom:{seed}", index=index, users=users, name=name)
     rng = random.Random(f"wecom:{seed}:{index}:ids")
     alnum = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -122,7 +125,9 @@ def make_wecom_corp(seed: int | str = 1, *, index: int = 0, users: int = 60, nam
     corp.agent_id = 1000002 + index
     corp.callback_token = _token(rng, 24, alnum)
     corp.callback_aes_key = _token(rng, 43, alnum)
-    return WeComApp(corp=corp, secret=corp.app_secret, agent_id=corp.agent_id)
+    return WeComApp(corp=corp, secret=corp.app_secret, agent_id=corp.agent_id,
+                    allow_partys=[1] if allow_partys is None else [int(p) for p in allow_partys],
+                    allow_users=[str(u) for u in allow_users or ()])
 
 
 def add_bulk_org(app: WeComApp, *, departments: int, users: int, seed: int | str = 1) -> None:
@@ -154,14 +159,16 @@ def add_bulk_org(app: WeComApp, *, departments: int, users: int, seed: int | str
 
 class WeComWorld:
     def __init__(self, seed: int | str = 1, corps: int = 1, users: int = 60, *, latency: float = 0.0,
-                 per_minute: int = API_PER_MINUTE, per_hour: int = API_PER_HOUR) -> None:
+                 per_minute: int = API_PER_MINUTE, per_hour: int = API_PER_HOUR,
+                 allow_partys: list[int] | None = None, allow_users: list[str] | None = None) -> None:
         self.lock = threading.RLock()
         self.apps: dict[str, WeComApp] = {}
         self._members: dict[str, dict[int, list[str]]] = {}
         self._range: dict[str, list[int]] = {}
         self._range_sets: dict[str, frozenset[int]] = {}
         for i in range(corps):
-            self.add_app(make_wecom_corp(seed, index=i, users=users))
+            self.add_app(make_wecom_corp(seed, index=i, users=users, allow_partys=allow_partys,
+                                         allow_users=allow_users))
         self.latency = latency
         self.per_minute = per_minute
         self.per_hour = per_hour
@@ -207,6 +214,7 @@ class WeComWorld:
         self._members.pop(app.corp.corp_id, None)
         self._range.pop(app.corp.corp_id, None)
         self._range_sets.pop(app.corp.corp_id, None)
+        app.corp.touch()
 
     def _member_index(self, app: WeComApp) -> dict[int, list[str]]:
         index = self._members.get(app.corp.corp_id)
@@ -622,11 +630,30 @@ class WeComWorld:
         return user
 
     def update_user(self, app: WeComApp, userid: str, *, name: str | None = None,
-                    dept_ids: list[int] | None = None, title: str | None = None) -> SandboxUser:
+                    dept_ids: list[int] | None = None, title: str | None = None,
+                    new_userid: str | None = None) -> SandboxUser:
+        """`new_userid`: the admin changes the member's userid (allowed once in the console); the member
+        keeps their departments, leaderships and place in the visible range."""
         user = app.corp.users.get(userid)
         if user is None:
             raise WeComFailure(60111, "userid not found")
+        if dept_ids:
+            for d in dept_ids:
+                if d not in app.corp.depts:
+                    raise WeComFailure(60123, f"invalid party id {d}")
+        if new_userid is not None and new_userid != userid:
+            if not 1 <= len(new_userid.encode()) <= 64:
+                raise WeComFailure(40003, "invalid userid")
+            if any(u.lower() == new_userid.lower() for u in app.corp.users):
+                raise WeComFailure(60102, "userid existed")
         with self.lock:
+            if new_userid is not None and new_userid != userid:
+                del app.corp.users[userid]
+                user.userid = user.unionid = new_userid
+                app.corp.users[new_userid] = user
+                for d in app.corp.depts.values():
+                    d.manager_userids = [new_userid if m == userid else m for m in d.manager_userids]
+                app.allow_users = [new_userid if u == userid else u for u in app.allow_users]
             if name:
                 user.name = name
             if title is not None:

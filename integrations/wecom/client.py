@@ -146,6 +146,7 @@ class WeComClient(PlatformClient):
     rate_limits = {"default": 160.0}
     user_page_size = 0  # user/list has no paging: one call returns a department's direct members
     max_recipients_per_send = 1000
+    range_names_people = True  # `agent/get` → `allow_userinfos` (§4.2)
     # Per app per member (§6.2): beyond these WeCom silently drops messages; the delivery layer enforces them.
     per_user_limits = {"minute": 30, "hour": 1000}
 
@@ -294,17 +295,24 @@ class WeComClient(PlatformClient):
         details, and the departments in its visible range."""
         try:
             self.access_token()
-            agent = self._call("agent/get", lambda: self.wx.agent.get(self.credentials.agent_id))
+            agent = self._agent()
             depts = self._department_snapshot(force=True)
-            root = self._root(depts)
+            people = self._direct_userids(agent)
+            if not depts and not people:
+                raise errors.empty_range_error()
         except PlatformError as exc:
             return ConnectionReport(ok=False, message=str(exc))
         app_name = agent.get("name") or self.credentials.agent_id
+        tops = self._tops(depts)
+        names = "、".join(d.name for d in tops[:5]) + (" …" if len(tops) > 5 else "") if tops else "—"
+        extra_zh = f"，单独可见成员 {len(people)} 人" if people else ""
+        extra_en = f", {len(people)} people visible by name" if people else ""
         return ConnectionReport(
             ok=True,
-            message=(f"令牌获取成功，应用：{app_name}，根部门：{root.name}，可见部门 {len(depts)} 个 "
-                     f"(token ok, app: {app_name}, root department: {root.name}, {len(depts)} departments visible)"),
-            root_department=root.name,
+            message=(f"令牌获取成功，应用：{app_name}，根部门：{names}，可见部门 {len(depts)} 个{extra_zh} "
+                     f"(token ok, app: {app_name}, root departments: {names}, {len(depts)} departments "
+                     f"visible{extra_en})"),
+            root_department=tops[0].name if tops else None,
         )
 
     def exchange_sign_in_code(self, code: str) -> SignInIdentity:
@@ -362,34 +370,66 @@ class WeComClient(PlatformClient):
 
     def _department_snapshot(self, *, force: bool = False, max_age: float = SNAPSHOT_SECONDS,
                              ) -> list[PlatformDepartment]:
-        """Every department in the app's visible range with names, in one `department/list` call (a
-        self-built app may call it with its own secret, §4.1); reused for `SNAPSHOT_SECONDS`."""
+        """Every department in the app's visible range with names, in one `department/list` call without
+        an id (a self-built app may call it with its own secret, §4.1; without an id it answers the whole
+        range, §4.2); reused for `SNAPSHOT_SECONDS`. Empty when the range names no department."""
         with self._snapshot_lock:
             if not force and self._snapshot and self._clock() - self._snapshot[0] < max_age:
                 return self._snapshot[1]
             data = self.get("department/list")
             depts = [self._department(d) for d in data.get("department") or []]
-            if not depts:
-                raise errors.empty_range_error()
             self._snapshot = (self._clock(), depts)
             return depts
 
+    def _agent(self) -> dict[str, Any]:
+        return self._call("agent/get", lambda: self.wx.agent.get(self.credentials.agent_id))
+
     @staticmethod
-    def _root(depts: list[PlatformDepartment]) -> PlatformDepartment:
-        """The top of the visible range: department 1 when the whole corp is visible, else the department
-        whose parent is outside the range (the lowest id when the range has several tops)."""
+    def _direct_userids(agent: dict[str, Any]) -> list[str]:
+        """`allow_userinfos.user[].userid` of `agent/get`: the people the range names one by one (§4.2; the
+        field names come from SDKs, so anything else in that shape is ignored, not fatal)."""
+        users = (agent.get("allow_userinfos") or {}).get("user") or []
+        return list(dict.fromkeys(str(u["userid"]) for u in users if isinstance(u, dict) and u.get("userid")))
+
+    @staticmethod
+    def _tops(depts: list[PlatformDepartment]) -> list[PlatformDepartment]:
+        """The tops of the visible range: department 1 when the whole corp is visible, else every department
+        whose parent is outside the range (a range of several disjoint subtrees has several), lowest id first."""
         ids = {d.dept_id for d in depts}
         tops = [d for d in depts if d.parent_id is None or d.parent_id not in ids]
-        return min(tops, key=lambda d: int(d.dept_id) if d.dept_id.isdigit() else 0)
+        return sorted(tops, key=lambda d: (0, int(d.dept_id)) if d.dept_id.isdigit() else (1, d.dept_id))
+
+    def root_department_ids(self) -> list[str]:
+        # A walk starts here: read the range afresh (an admin may have just changed it), and the roots'
+        # `get_department` right after reuses this snapshot instead of a minutes-old one.
+        tops = self._tops(self._department_snapshot(force=True))
+        if not tops and not self._direct_userids(self._agent()):
+            raise errors.empty_range_error()
+        return [d.dept_id for d in tops]
 
     def root_department_id(self) -> str:
-        return self._root(self._department_snapshot()).dept_id
+        tops = self._tops(self._department_snapshot())
+        if not tops:
+            raise errors.empty_range_error()
+        return tops[0].dept_id
+
+    def list_direct_users(self) -> list[PlatformUser]:
+        """Members the range names one by one: `user/list` of a department outside the range is refused
+        (60011), so each is read with `user/get` (in range by being named). Someone deleted or taken out of
+        the range between the two calls (60111 / 60021) is skipped: the sync then deactivates them."""
+        found = []
+        for userid in self._direct_userids(self._agent()):
+            try:
+                found.append(self.get_user(userid))
+            except (NotFoundError, PermissionDeniedError):
+                continue
+        return found
 
     def get_department(self, dept_id: str) -> PlatformDepartment:
         snapshot = self._snapshot
-        if snapshot is None or str(dept_id) == self._root(snapshot[1]).dept_id:
-            # A full walk starts at the root: that is the moment to take a fresh snapshot (unless one was
-            # taken a moment ago, e.g. by `root_department_id()` just before).
+        if snapshot is None or str(dept_id) in {d.dept_id for d in self._tops(snapshot[1])}:
+            # A full walk starts at the roots: that is the moment to take a fresh snapshot (unless one was
+            # taken a moment ago, e.g. by `root_department_ids()` just before).
             depts = self._department_snapshot(max_age=RECENT_SECONDS)
             found = next((d for d in depts if d.dept_id == str(dept_id)), None)
             if found is not None:

@@ -42,9 +42,14 @@ def org_event(fields: dict[str, str]) -> OrgEvent | None:
         return None
     event_id = f"wecom:{change}:{fields.get('CreateTime', '')}:{_fingerprint(fields)}"
     if kind in {"user_upsert", "user_leave"}:
-        # A changed userid arrives as update_user with NewUserID: the person now answers to the new one.
-        # The old row is deactivated by the next full sync (the event alone cannot tell a rename apart).
-        userid = fields.get("NewUserID") or fields.get("UserID")
+        userid = fields.get("UserID")
+        new_userid = fields.get("NewUserID") if change == "update_user" else None
+        if new_userid and userid and new_userid != userid:
+            # The admin changed this person's userid (§5.5): the same person, to be renamed in place. A full
+            # sync cannot tell a rename from a leaver plus a newcomer, so this event is the only chance.
+            return OrgEvent(event_id=event_id, kind="user_rename", user_ids=(str(new_userid), str(userid)),
+                            raw=dict(fields))
+        userid = new_userid or userid
         if not userid:
             return None
         return OrgEvent(event_id=event_id, kind=kind, user_ids=(str(userid),), raw=dict(fields))

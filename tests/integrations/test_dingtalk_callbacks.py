@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -326,3 +327,31 @@ def test_get_is_a_reachability_check(client, sbx, bound):
     ok = client.get(f"/callbacks/dingtalk/{sbx.corp_id}")
     assert ok.status_code == 200 and ok.get_json() == {"ok": True, "corp": sbx.corp_id, "method": "POST"}
     assert client.get("/callbacks/dingtalk/dingunknown").status_code == 404
+
+
+def test_a_burst_is_applied_in_parallel_and_each_persons_leave_after_their_join(live, database, server, sbx):
+    """Eight people join at once, then (each after their join was answered, before it is applied) all
+    leave at once, while eight others change title: the leaves need no fetch and must still not overtake
+    the joins; the sandbox keeps answering for the leavers, so order alone decides how they end."""
+    app, url, corp_pk = live
+    team = next(d for d in sbx.depts.values() if d.name == "上海一组")
+    newcomers = [server.world.add_user(sbx, name=f"突发{i}", dept_ids=[team.dept_id]).userid for i in range(8)]
+    changed = sorted(uid for uid in sbx.users if uid not in newcomers)[:8]
+    with server.world.lock:
+        for uid in changed:
+            sbx.users[uid].title = f"新职位-{uid}"
+    joins = [event_payload(sbx, "user_add_org", user_ids=[uid]) for uid in newcomers]
+    leaves = [event_payload(sbx, "user_leave_org", user_ids=[uid]) for uid in newcomers]
+    changes = [event_payload(sbx, "user_modify_org", user_ids=[uid]) for uid in changed]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert all(o["accepted"] for o in pool.map(lambda p: deliver(sbx, url, p), joins + changes))
+        assert all(o["accepted"] for o in pool.map(lambda p: deliver(sbx, url, p), leaves))
+    _settle(app)
+    with database.session() as s:
+        events = _events(s, corp_pk)
+        assert sorted(e.event_id for e in events) == sorted(p["eventId"] for p in joins + leaves + changes)
+        assert {(e.state, e.attempts) for e in events} == {(EventState.APPLIED, 1)}
+        for uid in newcomers:
+            left = _user(s, corp_pk, uid)
+            assert left is not None and left.active is False, uid
+        assert {_user(s, corp_pk, uid).title for uid in changed} == {f"新职位-{uid}" for uid in changed}

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import responses
+from responses import matchers
 
 from integrations.base import (
     CredentialsError,
@@ -243,9 +244,52 @@ def test_visible_range_below_root(client, mocked):
 def test_empty_visible_range_is_an_actionable_error(client, mocked):
     add_token(mocked)
     mocked.add(responses.GET, f"{BASE}/department/list", json={"errcode": 0, "department": []})
+    mocked.add(responses.GET, f"{BASE}/agent/get", json={"errcode": 0, "agentid": 1000002, "name": "CRM",
+                                                        "allow_userinfos": {"user": []},
+                                                        "allow_partys": {"partyid": []}})
     with pytest.raises(PermissionDeniedError) as info:
         list(client.walk_departments())
     assert "可见范围" in info.value.cause and "visible range" in info.value.cause
+    (agent,) = calls_to(mocked, "agent/get")
+    assert query(agent) == {"access_token": "tok-1", "agentid": "1000002"}
+
+
+def test_disjoint_visible_range_has_one_root_per_subtree(client, mocked):
+    """Departments 5 and 9 visible, their parents (and the corp root) not: both are roots, each walked."""
+    add_token(mocked)
+    mocked.add(responses.GET, f"{BASE}/department/list", json={"errcode": 0, "department": [
+        {"id": 9, "name": "财务部", "parentid": 1, "order": 3},
+        {"id": 5, "name": "华东大区", "parentid": 3, "order": 1},
+        {"id": 6, "name": "上海组", "parentid": 5, "order": 1},
+        {"id": 10, "name": "核算组", "parentid": 9, "order": 1}]})
+    assert client.root_department_ids() == ["5", "9"]
+    assert [d.dept_id for d in client.walk_departments()] == ["5", "6", "9", "10"]
+    # Each walk reads the range afresh, once (the roots' own details come from that answer); no id: the
+    # whole visible range in one answer.
+    assert [query(c) for c in calls_to(mocked, "department/list")] == [{"access_token": "tok-1"}] * 2
+    mocked.add(responses.GET, f"{BASE}/agent/get", json={"errcode": 0, "name": "CRM",
+                                                        "allow_userinfos": {"user": []}})
+    report = client.test_connection()
+    assert report.ok and "华东大区、财务部" in report.message and report.root_department == "华东大区"
+
+
+def test_people_named_in_the_range_are_read_one_by_one(client, mocked):
+    add_token(mocked)
+    mocked.add(responses.GET, f"{BASE}/agent/get", json={"errcode": 0, "agentid": 1000002, "name": "CRM",
+                                                        "allow_userinfos": {"user": [{"userid": "boss"},
+                                                                                     {"userid": "gone"}]},
+                                                        "allow_partys": {"partyid": []}})
+    mocked.add(responses.GET, f"{BASE}/user/get", match=[matchers.query_param_matcher(
+        {"access_token": "tok-1", "userid": "boss"})],
+        json={"errcode": 0, "userid": "boss", "name": "老板", "department": [2], "main_department": 2})
+    mocked.add(responses.GET, f"{BASE}/user/get", match=[matchers.query_param_matcher(
+        {"access_token": "tok-1", "userid": "gone"})], json={"errcode": 60111, "errmsg": "userid not found"})
+    users = client.list_direct_users()
+    assert [(u.userid, u.department_ids) for u in users] == [("boss", ("2",))]
+    assert len(calls_to(mocked, "user/get")) == 2
+    # Departments none, people some: a range of named people is not empty, there is just nothing to walk.
+    mocked.add(responses.GET, f"{BASE}/department/list", json={"errcode": 0, "department": []})
+    assert client.root_department_ids() == []
 
 
 def test_list_department_users_maps_fields(client, mocked):
