@@ -3,6 +3,8 @@
 
     .venv/bin/python bench/delivery.py                  # everything (the burst part takes ~5 min: 5,000 sends at 18/s)
     .venv/bin/python bench/delivery.py --part burst --users 1000 --items 20000   # a quicker burst
+    .venv/bin/python bench/delivery.py --part burst --hogs 2   # the burst while two processes spin the CPUs
+    .venv/bin/python bench/delivery.py --part burst --cold     # workers started after the enqueue, start-up counted
     .venv/bin/python bench/delivery.py --part scan
     .venv/bin/python bench/delivery.py --part month
 
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
+import resource
 import signal
 import statistics
 import subprocess
@@ -111,7 +115,31 @@ def sandbox_rejections(world: DingTalkWorld, path: str | None = None) -> int:
 # ----------------------------------------------------------------------------- part 1: the burst
 
 
+def _hog(stop_at: float) -> None:
+    """A CPU hog (the "second load"): spins until `stop_at`."""
+    while time.time() < stop_at:
+        sum(range(10_000))
+
+
+def _ready(logs: list, timeout: float = 120) -> None:
+    """Wait until every worker printed its start line (imports done, database reachable)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = 0
+        for out in logs:
+            out.seek(0)
+            seen += "thread(s)" in out.read()
+        if seen == len(logs):
+            return
+        time.sleep(0.1)
+    raise SystemExit("workers did not start")
+
+
 def part_burst(args, url: str) -> dict:
+    """100,000 follow-ups due in one minute for 5,000 people. By default the workers are already running
+    (as `crm worker` is in production) when the minute's follow-ups are enqueued, and the wall time runs
+    from the enqueue's commit until no item is pending or sending; `--cold` instead starts the workers
+    after the enqueue with `--exit-when-idle` and counts their start-up too."""
     world = DingTalkWorld(seed=99, users=args.users, latency=0.05, qps_limit=DOCUMENTED_QPS)
     db = fresh_postgres(url)
     with SandboxServer(world) as server:
@@ -123,6 +151,28 @@ def part_burst(args, url: str) -> dict:
         minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)  # the tick just past
         log(f"seeding {args.items:,} customers due in the minute {minute:%H:%M} UTC for {args.users:,} users")
         copy_customers(db, corp_id, owners, args.items, lambda i: minute + timedelta(seconds=i % 60))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+        env.update(CRM_DATABASE_URL=url, CRM_SECRET_KEY="bench", CRM_MASTER_KEY=settings.master_key,
+                   CRM_INSTANCE_PATH=str(settings.instance_path), CRM_DINGTALK_OAPI_BASE=server.url,
+                   CRM_DINGTALK_API_BASE=server.url, CRM_PUBLIC_URL=settings.public_url)
+        logs = [tempfile.TemporaryFile("w+") for _ in range(args.workers)]  # a pipe nobody reads could block
+
+        def spawn(*extra: str) -> list[subprocess.Popen]:
+            return [subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--threads", str(args.threads),
+                                      "--idle", "0.5", *extra], env=env, stdout=subprocess.DEVNULL, stderr=out,
+                                     text=True) for out in logs]
+
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_before = before.ru_utime + before.ru_stime
+        workers: list[subprocess.Popen] = []
+        start_s = None
+        if not args.cold:
+            t0 = time.perf_counter()
+            workers = spawn()
+            _ready(logs)
+            time.sleep(3)  # their first (empty) claims: now they idle like long-running workers
+            start_s = time.perf_counter() - t0
+            log(f"{args.workers} workers × {args.threads} threads running ({start_s:.1f}s to start)")
         now = minute + timedelta(seconds=59, milliseconds=999)
         t0 = time.perf_counter()
         with db.session() as s:
@@ -130,41 +180,80 @@ def part_burst(args, url: str) -> dict:
             created = reminders.enqueue_due(s, corp, minute - timedelta(seconds=1), now)
         enqueue_s = time.perf_counter() - t0
         log(f"due scan + enqueue: {created:,} outbox rows in {enqueue_s:.1f}s")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
-        env.update(CRM_DATABASE_URL=url, CRM_SECRET_KEY="bench", CRM_MASTER_KEY=settings.master_key,
-                   CRM_INSTANCE_PATH=str(settings.instance_path), CRM_DINGTALK_OAPI_BASE=server.url,
-                   CRM_DINGTALK_API_BASE=server.url, CRM_PUBLIC_URL=settings.public_url)
-        calls_before = len(world.calls)
-        t0 = time.perf_counter()
-        workers = [subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--threads", str(args.threads),
-                                     "--exit-when-idle", "--idle", "0.5"], env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True) for _ in range(args.workers)]
+        counts_before = dict(world.call_counts)
+        throttled_before = dict(world.throttled)
+        t0, start_clock = time.perf_counter(), time.time()
+        hogs = [multiprocessing.Process(target=_hog, args=(start_clock + 3600,), daemon=True)
+                for _ in range(args.hogs)]
+        for h in hogs:
+            h.start()
         try:
-            for w in workers:
-                w.wait(timeout=3600)
+            if args.cold:
+                workers = spawn("--exit-when-idle")
+                for w in workers:
+                    w.wait(timeout=3600)
+            else:
+                open_states = (OutboxState.PENDING, OutboxState.SENDING)
+                while True:
+                    with db.session() as s:  # one index probe: a count here would load the database
+                        left = s.execute(sa.select(OutboxItem.id).where(OutboxItem.state.in_(open_states))
+                                         .limit(1)).first()
+                    if left is None or time.perf_counter() - t0 > 3600:
+                        break
+                    time.sleep(0.2)
         finally:
+            wall = time.perf_counter() - t0
+            for h in hogs:
+                h.terminate()
             for w in workers:
                 if w.poll() is None:
                     w.send_signal(signal.SIGTERM)
-        wall = time.perf_counter() - t0
-        sends = [c for c in world.calls[calls_before:] if c[2] == SEND_PATH]
+            for w in workers:
+                w.wait(timeout=120)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        worker_cpu = children.ru_utime + children.ru_stime - cpu_before
+        # The sandbox's own counters: every call that arrived, and every call it answered 90018.
+        sends = world.call_counts.get(SEND_PATH, 0) - counts_before.get(SEND_PATH, 0)
+        throttled = sum(world.throttled.values()) - sum(throttled_before.values())
+        arrivals = sorted(t for t, _app, path in world.calls if path == SEND_PATH and t >= start_clock)
+        slot_late = sorted((t * DEFAULT_PER_SECOND % 1) / DEFAULT_PER_SECOND * 1000 for t in arrivals)
+        errors = []
+        for out in logs:
+            out.seek(0)
+            errors += [line for line in out.read().splitlines() if "Traceback" in line or "ERROR" in line]
+            out.close()
         with db.session() as s:
             states = dict(s.execute(sa.select(OutboxItem.state, sa.func.count()).group_by(OutboxItem.state)).all())
             recipients = s.execute(sa.select(sa.func.count(sa.distinct(OutboxItem.recipient_user_id)))).scalar_one()
         dropped = sum(len(m.dropped) for m in world.messages.values())
         limiter = DEFAULT_PER_SECOND  # what every worker's shared DingTalk limiter allows per API
+        per_second = Counter(int(t) for t in arrivals)
         result = {
             "items": args.items, "recipients": recipients, "workers": args.workers, "threads": args.threads,
-            "enqueue_seconds": round(enqueue_s, 2), "states": states,
-            "platform_send_calls": len(sends), "calls_per_recipient": round(len(sends) / recipients, 3),
+            "mode": "cold: workers started after the enqueue" if args.cold else "workers already running",
+            "worker_start_seconds": round(start_s, 1) if start_s is not None else None,
+            "cpu_hogs": args.hogs, "enqueue_seconds": round(enqueue_s, 2), "states": states,
+            "platform_send_calls": sends, "calls_per_recipient": round(sends / recipients, 3),
             "wall_seconds": round(wall, 1),
+            # Where the wall time went: before the first send, the sends, after the last one.
+            "first_send_after_s": round(arrivals[0] - start_clock, 2) if arrivals else None,
+            "send_span_s": round(arrivals[-1] - arrivals[0], 1) if arrivals else None,
+            "after_last_send_s": round(start_clock + wall - arrivals[-1], 2) if arrivals else None,
+            "busiest_second_at_sandbox": max(per_second.values(), default=0),
+            "worker_cpu_ms_per_send": round(worker_cpu / max(1, sends) * 1000, 1),
+            # How long after its slot began each call reached the sandbox (modulo the slot width).
+            "arrival_after_slot_ms_p50_p99_max": [round(slot_late[len(slot_late) // 2], 1),
+                                                  round(slot_late[int(len(slot_late) * 0.99)], 1),
+                                                  round(slot_late[-1], 1)] if slot_late else None,
             "bound_at_documented_20qps": round(recipients / DOCUMENTED_QPS, 1),
             "ratio_vs_documented_20qps": round(wall / (recipients / DOCUMENTED_QPS), 2),
             "our_limiter_qps": limiter,
             "bound_at_our_limiter": round(recipients / limiter, 1),
             "ratio_vs_our_limiter": round(wall / (recipients / limiter), 2),
-            "rejections_at_sandbox": sandbox_rejections(world),
+            "rejections_90018_at_sandbox": throttled,
+            "over_limit_seconds_from_arrivals": sandbox_rejections(world, SEND_PATH),
             "dropped_at_sandbox": dropped,
+            "worker_errors": errors[:5],
         }
     db.dispose()
     return result
@@ -329,6 +418,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cold", action="store_true", help="burst: start the workers after the enqueue")
+    parser.add_argument("--hogs", type=int, default=0, help="burst: CPU-spinning processes during the sends")
     parser.add_argument("--scan-large", type=int, default=1_000_000)
     parser.add_argument("--scan-samples", type=int, default=200)
     parser.add_argument("--followups-per-day", type=int, default=4)

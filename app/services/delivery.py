@@ -21,6 +21,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from time import monotonic
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -84,6 +85,7 @@ KIND_LABELS = {
 }
 
 ClientFactory = Callable[[Corp], PlatformClient]
+Batch = dict[tuple[int, int], list[OutboxItem]]  # (corp, recipient) → their claimed items
 
 
 # --------------------------------------------------------------------------- links and clock helpers
@@ -397,15 +399,17 @@ def plan(session: so.Session, corp: Corp, user_id: int, items: list[OutboxItem],
         return Plan(defer=items, defer_until=quiet, reason="quiet_hours")
     if spend.level == "reserve":
         return Plan(defer=items, defer_until=_next_month_start(corp, now), reason="quota")
-    last = session.execute(
-        sa.select(sa.func.max(Delivery.sent_at))
-        .where(Delivery.corp_id == corp.id, Delivery.recipient_user_id == user_id)
-    ).scalar_one()
     # Within today's share of the month anyone may get a digest; past it, each person waits long enough
     # between digests that the corp's spend falls back to its daily share (merging harder, not failing).
     quota_gap = spend.per_person_gap if spend.level == "tight" else 0.0
     gap = max(cap_gap, quota_gap)
-    if last is not None and gap > 0:
+    if gap <= 0:
+        return Plan(send=rest)
+    last = session.execute(
+        sa.select(sa.func.max(Delivery.sent_at))
+        .where(Delivery.corp_id == corp.id, Delivery.recipient_user_id == user_id)
+    ).scalar_one()
+    if last is not None:
         earliest = last + timedelta(seconds=min(gap, 7 * 86400.0))
         if earliest > now:
             return Plan(defer=items, defer_until=earliest, reason="quota" if quota_gap >= cap_gap else "daily_cap")
@@ -452,14 +456,36 @@ class Deliverer:
 
         return client_for(corp, settings=self.settings, database=self.db)
 
-    def step(self, now: datetime) -> StepResult:
+    def claim(self, now: datetime) -> Batch:
+        """Lease the next batch: every due item of up to `max_recipients` people."""
         with self.db.session() as session:
-            groups = outbox.claim(session, owner=self.owner, now=now, lease_seconds=self.lease_seconds,
-                                  max_recipients=self.max_recipients)
+            return outbox.claim(session, owner=self.owner, now=now, lease_seconds=self.lease_seconds,
+                                max_recipients=self.max_recipients)
+
+    def hand_back(self, groups: Batch) -> int:
+        """Return a claimed batch unsent (the worker stops): other workers need not wait out the lease."""
+        ids = [i.id for items in groups.values() for i in items]
+        with self.db.session() as session:
+            return outbox.release(session, self.owner, ids, state=OutboxState.PENDING)
+
+    def step(self, now: datetime, groups: Batch | None = None, *,
+             before_last: Callable[[], None] | None = None) -> StepResult:
+        """Plan and send a batch (`groups` from `claim`, or claimed now). `before_last` runs as the last
+        person's turn begins: a worker claims its next batch there, so that no slot passes unused between
+        two batches while it waits for the database."""
+        if groups is None:
+            groups = self.claim(now)
         result = StepResult(claimed=sum(len(v) for v in groups.values()))
         corps: dict[int, Corp] = {}
         budgets: dict[int, Budget] = {}
-        for (corp_id, user_id), items in groups.items():
+        started = monotonic()
+        people = list(groups.items())
+        for index, ((corp_id, user_id), items) in enumerate(people):
+            if before_last is not None and index == len(people) - 1:
+                before_last()
+            items = self._keep_leases(people[index:], now + timedelta(seconds=monotonic() - started), result)
+            if not items:
+                continue
             decided = None
             with self.db.session() as session:
                 corp = corps.get(corp_id) or session.get(Corp, corp_id)
@@ -493,6 +519,31 @@ class Deliverer:
             if silent:
                 result.add(self._close(corp, person, silent, now, budgets[corp_id]))
         return result
+
+    def _keep_leases(self, people: list[tuple[tuple[int, int], list[OutboxItem]]], now: datetime,
+                     result: StepResult) -> list[OutboxItem]:
+        """Before the next person's turn: once half the lease is gone (a slow batch under load, or one
+        claimed ahead), extend it for everything not yet sent, so it runs out only if this worker dies. Items
+        another worker took meanwhile are left to it. Returns the next person's items that are still ours."""
+        remaining = [i for _key, items in people for i in items]
+        soonest = min((i.lease_until for i in remaining if i.lease_until is not None), default=None)
+        if soonest is None or soonest - now > timedelta(seconds=self.lease_seconds / 2):
+            return people[0][1]
+        until = now + timedelta(seconds=self.lease_seconds)
+        with self.db.session() as session:
+            kept = set(session.execute(
+                sa.update(OutboxItem).where(outbox.owned(self.owner, [i.id for i in remaining]))
+                .values(lease_until=until).returning(OutboxItem.id)
+                .execution_options(synchronize_session=False)).scalars())
+        for _key, items in people:
+            lost = [i for i in items if i.id not in kept]
+            if lost:
+                log.warning("lease lost on %d items before sending; another worker has them", len(lost))
+                result.lost_leases += len(lost)
+                items[:] = [i for i in items if i.id in kept]
+            for i in items:
+                i.lease_until = until
+        return people[0][1]
 
     def _blocked(self, corp: Corp, user_id: int, items: list[OutboxItem], now: datetime) -> bool:
         """Before a second message to one person in one step: their caps hold, or the rest waits."""

@@ -41,7 +41,9 @@ def client_for_corp(corp: Any, secret: str, *, settings: Any, database: Database
         api_base=settings.wecom_api_base,
         token_store=DbTokenStore(database, corp.id, settings.master_key),
         usage_hook=BatchedUsageCounter(database, corp.id, getattr(corp, "timezone", None) or settings.timezone),
-        limiter=DbRateLimiter(database, corp.id, per_second=per_second),
+        # WeCom counts per minute, not per arrival second: a late call costs nothing there, so no slot is
+        # given up for lateness (that only matters for DingTalk's per-second count).
+        limiter=DbRateLimiter(database, corp.id, per_second=per_second, late_tolerance=float("inf")),
         **kwargs,
     )
     if reuse and not kwargs:

@@ -216,6 +216,51 @@ def test_rate_limiter_shared_between_limiter_instances(database):
     assert b.reserve("api") == pytest.approx(1_700_000_001.5)
 
 
+def test_rate_limiter_never_hands_out_a_slot_already_under_way(database):
+    clock = Clock(1_700_000_000.30)
+    limiter = DbRateLimiter(database, database.corp_pk, per_second=4, clock=clock, sleep=clock.sleep)
+    limiter.acquire("api")
+    # The slot that began at .25 is 50 ms old: sending in it would land as late as a slow wake-up.
+    assert clock.t == pytest.approx(1_700_000_000.5)
+
+
+class LateClock(Clock):
+    """Each sleep overshoots by the next of `lateness` seconds: a thread woken late under load."""
+
+    def __init__(self, t: float, lateness: list[float]):
+        super().__init__(t)
+        self.lateness = list(lateness)
+
+    def sleep(self, s: float) -> None:
+        self.t += s + (self.lateness.pop(0) if self.lateness else 0.0)
+
+
+def test_rate_limiter_caller_waking_late_gives_its_slot_up(database):
+    clock = LateClock(1_700_000_000.0, [0.03, 0.005])
+    limiter = DbRateLimiter(database, database.corp_pk, per_second=4, clock=clock, sleep=clock.sleep,
+                            late_tolerance=0.02)
+    limiter.acquire("api")  # the slot beginning now: no sleep, not late
+    assert clock.t == pytest.approx(1_700_000_000.0)
+    limiter.acquire("api")
+    # Woke 30 ms after the .25 slot began: that slot stays empty; the .5 slot was reached 5 ms late, in time.
+    assert clock.t == pytest.approx(1_700_000_000.505)
+    assert limiter.given_up == 1
+    with database.session() as s:
+        slots = s.scalars(sa.select(RateWindow.window).where(RateWindow.api == "api").order_by(RateWindow.window))
+        assert list(slots) == [6_800_000_000, 6_800_000_001, 6_800_000_002]
+    other = DbRateLimiter(database, database.corp_pk, per_second=4, clock=clock, sleep=clock.sleep)
+    assert other.reserve("api") == pytest.approx(1_700_000_000.75)
+
+
+def test_rate_limiter_late_every_time_gives_up_within_max_wait(database):
+    clock = LateClock(1_700_000_000.1, [1.01] * 10)
+    limiter = DbRateLimiter(database, database.corp_pk, per_second=4, clock=clock, sleep=clock.sleep,
+                            max_wait=2.0)
+    with pytest.raises(RateLimitTimeout):
+        limiter.acquire("api")
+    assert limiter.given_up == 2
+
+
 def test_rate_limiter_gives_up_after_max_wait(database):
     clock = Clock(1_700_000_000.0)
     limiter = DbRateLimiter(database, database.corp_pk, per_second=1, clock=clock, sleep=lambda s: None,

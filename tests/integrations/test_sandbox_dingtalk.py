@@ -291,6 +291,56 @@ def test_shared_limiter_keeps_under_sandbox_qps(server, corp, database, http):
         c.http.session.close()
 
 
+def test_default_limiter_meets_no_90018_while_a_hog_delays_every_thread(server, corp, database):
+    """Two limiter instances (two processes) at the default rate, six threads, no retries, and a thread
+    hogging the GIL so that the callers and the sandbox itself run late: the sandbox, counting calls per
+    arrival second at DingTalk's 20, answers no 90018 and sees no second over 20."""
+    from integrations.dingtalk.ratelimit import DEFAULT_PER_SECOND, DbRateLimiter
+
+    limiters = [DbRateLimiter(database, database.corp_pk) for _ in range(2)]
+    clients = [make_client(server, corp, limiter=limiters[i % 2], throttle_retries=0) for i in range(6)]
+    for c in clients:
+        c.access_token()
+    world = server.world
+    throttled_before = world.throttled.get("/topapi/v2/department/listsub", 0)
+    stop = threading.Event()
+
+    def hog():
+        while not stop.is_set():
+            sum(range(20_000))
+
+    errors: list[Exception] = []
+
+    def work(c):
+        for _ in range(12):
+            try:
+                c.list_sub_departments("1")
+            except RateLimitedError as exc:
+                errors.append(exc)
+
+    hogs = [threading.Thread(target=hog) for _ in range(2)]
+    threads = [threading.Thread(target=work, args=(c,)) for c in clients]
+    started = time.time()
+    for t in [*hogs, *threads]:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    for t in hogs:
+        t.join()
+    elapsed = time.time() - started
+    assert errors == []
+    assert world.throttled.get("/topapi/v2/department/listsub", 0) == throttled_before
+    per_second: dict[int, int] = {}
+    for at, _, path in world.calls:
+        if path == "/topapi/v2/department/listsub" and at >= started:
+            per_second[int(at)] = per_second.get(int(at), 0) + 1
+    assert sum(per_second.values()) == 72 and max(per_second.values()) <= 20
+    assert elapsed >= 72 / DEFAULT_PER_SECOND - 1  # paced by the limiter, not let through
+    for c in clients:
+        c.http.session.close()
+
+
 def test_fault_injection_maps_to_errors(server, client, http):
     http.post(f"{server.url}/sandbox/dingtalk/faults", json={"path": "/topapi/v2/department/get", "errcode": -1})
     with pytest.raises(RetryableError):
