@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from app.services import rules
+from app.schemas import CustomerIn
+from app.schemas_approvals import RulePatch
+from app.services import customers, rules
 from models.approvals import ApprovalInstance
 from models.crm import CustomerTag, Opportunity, OpportunityStage, Task
 from models.rules import AutomationRule, RuleFiring
@@ -21,7 +26,7 @@ def _rule(session, corp, **spec):
                          condition=spec.pop("condition", []), **spec)
     session.add(row)
     session.flush()
-    rules.forget(corp.id)  # written behind the service's back: drop its cache
+    rules.forget(corp.id, session)  # written behind the service's back: drop its cache, bump the version
     return row
 
 
@@ -233,3 +238,111 @@ def test_opportunity_facts_feed_conditions(session):
     assert item.recipient_user_id == org.east_lead.id and item.payload["text"] == "大单 金额 150000.00"
     assert session.get(Opportunity, big.id).stage_id == session.execute(sa.select(OpportunityStage.id).where(
         OpportunityStage.corp_id == org.corp.id, OpportunityStage.key == "proposal")).scalar()
+
+
+def _statements(engine, fn):
+    seen = []
+
+    def listener(conn, cursor, statement, params, context, executemany):
+        seen.append(" ".join(statement.split()))
+
+    sa.event.listen(engine, "before_cursor_execute", listener)
+    try:
+        fn()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listener)
+    return seen
+
+
+def test_creating_a_customer_through_the_service_fires_the_default_rule_once(database):
+    with database.session() as s:
+        org = org_with_defaults(s)
+        rule_id = s.execute(sa.select(AutomationRule.id).where(
+            AutomationRule.default_key == "new_customer_task")).scalar_one()
+        alice = actor(org.alice)
+    created = []
+
+    def create(name):
+        with database.session() as s:
+            created.append(customers.create_customer(s, alice, CustomerIn(name=name)).id)
+
+    create("首个客户有限公司")  # fills the rule cache
+    before = utcnow()
+    statements = _statements(database.engine, lambda: create("深圳市腾讯计算机系统有限公司"))
+    # warm cache: the rules are not read again, and the rule costs one statement (PostgreSQL: task and
+    # firing in one CTE) or two (SQLite)
+    assert not [q for q in statements if "automation_rules" in q]
+    rule_statements = [q for q in statements if "INSERT INTO tasks" in q or "INSERT INTO rule_firings" in q]
+    assert len(rule_statements) == (1 if database.dialect == "postgresql" else 2)
+    with database.session() as s:
+        [task] = s.execute(sa.select(Task).where(Task.customer_id == created[1])).scalars().all()
+        assert task.title == "【新客户跟进】深圳市腾讯计算机系统有限公司"
+        assert task.assignee_id == org.alice.id and task.source == "rule" and task.status == "open"
+        assert task.created_by_id is None and task.opportunity_id is None
+        assert timedelta(days=3) <= task.due_at - before < timedelta(days=3, minutes=5)
+        [firing] = s.execute(sa.select(RuleFiring).where(RuleFiring.subject_id == created[1])).scalars().all()
+        assert (firing.rule_id, firing.corp_id, firing.trigger, firing.subject_type, firing.status) == (
+            rule_id, org.corp.id, "customer_created", "customer", "done")
+        assert firing.actions == [{"type": "create_task", "task_ids": [task.id], "assignee_ids": [org.alice.id]}]
+        assert len(firing.chain_id) == 32 and firing.detail is None
+        assert s.execute(sa.select(sa.func.count()).select_from(Task)).scalar() == 2
+
+
+_SET_ENABLED_ELSEWHERE = """
+import sys
+from app.schemas_approvals import RulePatch
+from app.services import rules
+from app.services.actor import Actor
+from models.db import Database
+
+url, corp_id, admin_id, rule_id, enabled = sys.argv[1:]
+db = Database(url)
+with db.session() as s:
+    rules.update_rule(s, Actor(corp_id=int(corp_id), user_id=int(admin_id), role="admin"), int(rule_id),
+                      RulePatch(enabled=enabled == "on"))
+db.dispose()
+"""
+
+
+def test_a_rule_changed_by_another_process_takes_effect_here_at_once(database):
+    with database.session() as s:
+        org = org_with_defaults(s)
+        rule_id = s.execute(sa.select(AutomationRule.id).where(
+            AutomationRule.default_key == "new_customer_task")).scalar_one()
+    alice = actor(org.alice)
+
+    def tasks_after_creating(name):
+        with database.session() as s:
+            customer = customers.create_customer(s, alice, CustomerIn(name=name))
+            return s.execute(sa.select(sa.func.count()).select_from(Task).where(
+                Task.customer_id == customer.id)).scalar()
+
+    def elsewhere(enabled):
+        subprocess.run([sys.executable, "-c", _SET_ENABLED_ELSEWHERE, database.url, str(org.corp.id),
+                        str(org.admin.id), str(rule_id), enabled], check=True, cwd=Path(__file__).parent.parent)
+
+    assert tasks_after_creating("甲公司") == 1  # the rule is now cached in this process
+    elsewhere("off")
+    assert tasks_after_creating("乙公司") == 0
+    elsewhere("on")
+    assert tasks_after_creating("丙公司") == 1
+
+
+def test_a_rolled_back_rule_change_never_reaches_the_cache(database):
+    with database.session() as s:
+        org = org_with_defaults(s)
+        rule_id = s.execute(sa.select(AutomationRule.id).where(
+            AutomationRule.default_key == "new_customer_task")).scalar_one()
+        customer = f.customer(s, org.corp, org.alice)
+        rules.fire(s, actor(org.alice), "customer_created", customer)  # cached: enabled
+    s = database.sessionmaker()
+    try:
+        rules.update_rule(s, actor(org.admin), rule_id, RulePatch(enabled=False))
+        # the changing transaction sees its own change
+        assert rules.fire(s, actor(org.alice), "customer_created", f.customer(s, org.corp, org.alice)) == []
+    finally:
+        s.rollback()
+        s.close()
+    with database.session() as s:
+        [firing] = rules.fire(s, actor(org.alice), "customer_created", f.customer(s, org.corp, org.alice))
+        assert firing.rule_id == rule_id and firing.status == "done"

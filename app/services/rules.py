@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextvars
 import itertools
 import re
-import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
@@ -115,9 +114,12 @@ def as_subject(session: so.Session, subject: Any) -> Subject:
     raise TypeError(f"rules cannot fire on {type(subject).__name__}")
 
 
+_PLACEHOLDER = re.compile(r"\{([^{}]{1,32})\}")
+
+
 def render(template: str, values: dict[str, Any]) -> str:
     """`{客户名称}` → the value; unknown placeholders stay as written."""
-    return re.sub(r"\{([^{}]{1,32})\}", lambda m: str(values.get(m.group(1), m.group(0))), template)
+    return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), template)
 
 
 # ----------------------------------------------------------------------------- firing
@@ -148,19 +150,42 @@ class RuleSpec:
     actions: list[dict[str, Any]]
 
 
-# Enabled rules per corp, kept briefly in-process so that creating a customer does not pay a SELECT for its
-# rules (the +20 % budget). Writes through this module drop the entry at once, and a transaction that changed
-# rules neither reads nor fills the cache; other processes see a change within CACHE_SECONDS. Keyed by engine
-# (weakly), so a new database (each test has one) starts empty.
-CACHE_SECONDS = 10.0
-_cache: weakref.WeakKeyDictionary[Any, dict[int, tuple[float, dict[str, list[RuleSpec]]]]] = (
+# Enabled rules per corp, kept in-process so that creating a customer does not pay a SELECT for its rules
+# (the +20 % budget). The version is the corp row's `updated_at`: every rule write here bumps it in the same
+# transaction, and `fire` compares it with the cached one. The corp is already in the session wherever a
+# customer is created (no query); elsewhere it is one primary-key read. So every process sees a committed
+# change on its next firing, and an uncommitted one (a version no committed row will carry) only in the
+# transaction that made it. Keyed by engine (weakly), so a new database (each test has one) starts empty.
+_cache: weakref.WeakKeyDictionary[Any, dict[int, tuple[Any, dict[str, list[RuleSpec]]]]] = (
     weakref.WeakKeyDictionary())
 
 
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """What one rule did (the row written to `rule_firings`, without its id): cheaper to hand back than a
+    transient ORM object on every customer creation."""
+
+    corp_id: int
+    rule_id: int | None
+    trigger: str
+    subject_type: str
+    subject_id: int
+    chain_id: str
+    status: str
+    actions: list[dict[str, Any]]
+    detail: str | None
+    created_at: datetime
+
+
 def forget(corp_id: int | None = None, session: so.Session | None = None) -> None:
-    """Drop cached rules (of one corp, or all); pass the session that changed rules to keep it off the cache."""
-    if session is not None:
-        session.info["rules_changed"] = True
+    """Drop cached rules (of one corp, or all). With the session that changed the corp's rules, also bump
+    the corp's version there, so that other processes reload once it commits."""
+    if session is not None and corp_id is not None:
+        corp = session.get(Corp, corp_id)
+        if corp is not None:
+            now = utcnow()
+            # The check is equality, not order: any new value will do, clocks of other hosts do not matter.
+            corp.updated_at = now if now != corp.updated_at else now + timedelta(microseconds=1)
     for per_engine in list(_cache.values()):
         if corp_id is None:
             per_engine.clear()
@@ -169,10 +194,11 @@ def forget(corp_id: int | None = None, session: so.Session | None = None) -> Non
 
 
 def enabled_rules(session: so.Session, corp_id: int, trigger: str) -> list[RuleSpec]:
-    per_engine = None if session.info.get("rules_changed") else _cache.setdefault(session.get_bind(), {})
-    now = time.monotonic()
-    hit = per_engine.get(corp_id) if per_engine is not None else None
-    if hit is None or now - hit[0] > CACHE_SECONDS:
+    corp = session.get(Corp, corp_id)
+    version = corp.updated_at if corp is not None else None
+    per_engine = _cache.setdefault(session.get_bind(), {})
+    hit = per_engine.get(corp_id)
+    if hit is None or hit[0] != version:
         by_trigger: dict[str, list[RuleSpec]] = {}
         for row in session.execute(sa.select(
                 AutomationRule.id, AutomationRule.corp_id, AutomationRule.name, AutomationRule.trigger,
@@ -181,13 +207,12 @@ def enabled_rules(session: so.Session, corp_id: int, trigger: str) -> list[RuleS
                 .order_by(AutomationRule.sort_order, AutomationRule.id)):
             spec = RuleSpec(*row)
             by_trigger.setdefault(spec.trigger, []).append(spec)
-        hit = (now, by_trigger)
-        if per_engine is not None:
-            per_engine[corp_id] = hit
+        hit = (version, by_trigger)
+        per_engine[corp_id] = hit
     return hit[1].get(trigger, [])
 
 
-def fire(session: so.Session, actor: Actor, trigger: str, subject: Any, **context: Any) -> list[RuleFiring]:
+def fire(session: so.Session, actor: Actor, trigger: str, subject: Any, **context: Any) -> list[Firing]:
     """Run every enabled rule of `actor.corp_id` for `trigger` on `subject` (a Customer, Opportunity or
     FollowUp). Context: stage_changed → from_stage, to_stage (keys); amount_crossed → before, after."""
     if trigger not in TRIGGERS:
@@ -237,12 +262,12 @@ def fire(session: so.Session, actor: Actor, trigger: str, subject: Any, **contex
 
 
 def _log(session: so.Session, rule: RuleSpec, trigger: str, subj: Subject, chain: _Chain, status: str,
-         actions: list[dict[str, Any]], detail: str | None) -> RuleFiring:
+         actions: list[dict[str, Any]], detail: str | None) -> Firing:
     values = {"corp_id": rule.corp_id, "rule_id": rule.id, "trigger": trigger, "subject_type": subj.type,
               "subject_id": subj.id, "chain_id": chain.chain_id, "status": status, "actions": actions,
               "detail": detail, "created_at": utcnow()}
     session.execute(_INSERT_FIRING, values)
-    return RuleFiring(**values)  # transient: what fired, for the caller
+    return Firing(**values)
 
 
 def _firing_with_task_statement() -> sa.Insert:
@@ -278,7 +303,7 @@ _FIRING_WITH_TASK: sa.Insert | None = None
 
 
 def _task_and_log_in_one_statement(session: so.Session, rule: RuleSpec, trigger: str, subj: Subject,
-                                   chain: _Chain) -> RuleFiring | None:
+                                   chain: _Chain) -> Firing | None:
     """The fast path for a rule whose only action creates one task for the owner; None: take the general one."""
     global _FIRING_WITH_TASK
     if len(rule.actions) != 1 or rule.actions[0]["type"] != "create_task" or not subj.owner_id:
@@ -295,9 +320,7 @@ def _task_and_log_in_one_statement(session: so.Session, rule: RuleSpec, trigger:
               "due_at": now + timedelta(days=action.get("due_in_days", 0), hours=action.get("due_in_hours", 0)),
               "customer_id": subj.customer.id, "opportunity_id": subj.opportunity.id if subj.opportunity else None}
     actions = session.execute(_FIRING_WITH_TASK, params).scalar_one()
-    return RuleFiring(corp_id=rule.corp_id, rule_id=rule.id, trigger=trigger, subject_type=subj.type,
-                      subject_id=subj.id, chain_id=chain.chain_id, status="done", actions=actions, detail=None,
-                      created_at=now)
+    return Firing(rule.corp_id, rule.id, trigger, subj.type, subj.id, chain.chain_id, "done", actions, None, now)
 
 
 # ----------------------------------------------------------------------------- actions
@@ -442,7 +465,7 @@ def run_no_follow_up(session: so.Session, corp_id: int, now: datetime, *, batch:
     return fired
 
 
-def _fire_one(session: so.Session, actor: Actor, rule: RuleSpec, subj: Subject, days: int) -> list[RuleFiring]:
+def _fire_one(session: so.Session, actor: Actor, rule: RuleSpec, subj: Subject, days: int) -> list[Firing]:
     if rule.condition and not matches(rule.condition, subj.facts(session)):
         return []
     chain = _Chain(uuid.uuid4().hex, {(rule.id, subj.type, subj.id)}, 1)
@@ -526,6 +549,13 @@ def _check_rule_refs(session: so.Session, corp_id: int, actions: list[dict[str, 
             if session.execute(sa.select(Tag.id).where(Tag.id == action["tag_id"], Tag.corp_id == corp_id)).scalar() \
                     is None:
                 raise ValidationError("标签不存在 / unknown tag", fields={f"actions.{i}.tag_id": "unknown tag"})
+        named = ([("assignee", action.get("assignee", "owner"))] if action["type"] == "create_task" else
+                 [(f"to.{k}", r) for k, r in enumerate(action["to"])] if action["type"] == "notify" else [])
+        for where, spec in named:
+            # A named person must be this corp's: otherwise the task or notice silently goes nowhere.
+            if spec.startswith("user:") and session.execute(sa.select(User.id).where(
+                    User.id == int(spec[5:]), User.corp_id == corp_id)).scalar() is None:
+                raise ValidationError("用户不存在 / unknown user", fields={f"actions.{i}.{where}": "unknown user"})
         if action["type"] == "assign_owner":
             ids = set(action["user_ids"])
             found = set(session.execute(sa.select(User.id).where(User.corp_id == corp_id, User.id.in_(ids))).scalars())
@@ -568,14 +598,17 @@ def update_rule(session: so.Session, actor: Actor, rule_id: int, patch) -> Autom
     _admin(actor)
     rule = load_rule(session, actor, rule_id)
     raw = patch.model_dump(mode="json", exclude_unset=True)
-    for key in ("name", "actions", "enabled", "params", "condition"):
+    for key in ("name", "trigger", "actions", "enabled", "params", "condition"):
         if key in raw and raw[key] is None:
             raise ValidationError(f"{key} 不能为空 / {key} cannot be null", fields={key: "required"})
     if "params" in raw:
         raw["params"] = {k: v for k, v in raw["params"].items() if v is not None}
-        if rule.trigger == "amount_crossed" and "threshold" not in raw["params"]:
+    if "params" in raw or "trigger" in raw:
+        # A new trigger is checked against the parameters it will run with: the new ones, else those stored.
+        trigger, params = raw.get("trigger", rule.trigger), raw.get("params", rule.params or {})
+        if trigger == "amount_crossed" and params.get("threshold") is None:
             raise ValidationError("需要金额阈值 / threshold required", fields={"params.threshold": "required"})
-        if rule.trigger == "no_follow_up" and "days" not in raw["params"]:
+        if trigger == "no_follow_up" and params.get("days") is None:
             raise ValidationError("需要天数 / days required", fields={"params.days": "required"})
     _check_rule_refs(session, actor.corp_id, raw.get("actions") or [])
     if raw.get("name"):
