@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from models.org import Role
+
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 Id = Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]  # strict: true is not user 1
@@ -19,6 +21,8 @@ SubjectT = Literal["opportunity", "customer"]
 # Subject fields a condition may read; custom fields as "custom.<key>".
 FIELD_PATTERN = r"^(amount|discount_rate|stage|grade|status|tags|industry|region|source|owner_id|custom\.[\w-]{1,64})$"
 LOCKABLE = {"amount", "stage", "owner_id", "expected_close_date", "name", "custom", "grade", "status"}
+# Only roles people can hold: a misspelt one would route to nobody (the approval stalls, the notice is lost).
+ROLE_NAMES = "|".join(r.value for r in Role)
 
 
 def _has_nul(value: Any) -> bool:
@@ -89,7 +93,7 @@ class NamedUsers(Strict):
 
 class RoleMembers(Strict):
     type: Literal["role"]
-    role: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,16}$")]
+    role: Annotated[str, StringConstraints(pattern=f"^({ROLE_NAMES})$")]
 
 
 ApproverSpec = Annotated[DirectLeader | NthLeader | DeptLeader | NamedUsers | RoleMembers,
@@ -177,7 +181,8 @@ class DecideIn(Strict):
 TriggerT = Literal["customer_created", "customer_assigned", "stage_changed", "follow_up_written",
                    "amount_crossed", "no_follow_up"]
 # owner | owner_leader | role:<role> | user:<id>
-Recipient = Annotated[str, StringConstraints(pattern=r"^(owner|owner_leader|role:[a-z_]{1,16}|user:[1-9]\d{0,18})$")]
+Recipient = Annotated[str, StringConstraints(
+    pattern=f"^(owner|owner_leader|role:({ROLE_NAMES})|" + r"user:[1-9]\d{0,18})$")]
 
 
 class CreateTaskAction(Strict):
@@ -239,6 +244,7 @@ class RuleIn(Strict):
 
 class RulePatch(Strict):
     name: Title | None = None
+    trigger: TriggerT | None = None
     params: RuleParams | None = None
     condition: Condition | None = None
     actions: Annotated[list[Action], Field(min_length=1, max_length=10)] | None = None

@@ -15,9 +15,11 @@ from app import create_app
 from app.services.corps import SecretBox
 from integrations.sandbox.dingtalk_state import DingTalkWorld, Fault
 from integrations.sandbox.server import SandboxServer
+from models.approvals import ApprovalFlow
 from models.audit import AuditLog
 from models.crm import OpportunityStage
 from models.org import Corp, Role, User
+from models.rules import AutomationRule
 from tests import factories as f
 
 ADMIN_GETS = ("/api/v1/admin/corps", "/api/v1/admin/users", "/api/v1/admin/settings", "/api/v1/admin/stages",
@@ -353,3 +355,71 @@ def test_unknown_code_gives_no_invented_hint():
 
     assert hints_for("something odd (dingtalk 123456)", "dingtalk") == []
     assert hints_for("x (dingtalk 600201)", "dingtalk") == []  # 60020 only as a whole code
+
+
+def test_rule_editor_can_change_the_trigger_and_the_new_one_is_checked_and_takes_effect(client, org, database):
+    """The console's rule editor sends the trigger with every save: a new trigger is validated against the
+    parameters it will run with (422 naming the input, nothing written) and fires from then on."""
+    f.login(client, org.admin, org.corp)
+    created = client.post("/api/v1/admin/rules", json={
+        "name": "需求确认建任务", "trigger": "stage_changed", "params": {"stage": "needs"},
+        "actions": [{"type": "create_task", "title": "跟进{客户名称}", "due_in_days": 1}]})
+    assert created.status_code == 201, created.get_json()
+    rule_id = created.get_json()["id"]
+
+    for body, field in (({"trigger": "amount_crossed"}, "params.threshold"),
+                        ({"trigger": "no_follow_up", "params": {"stage": "needs"}}, "params.days"),
+                        ({"trigger": None}, "trigger"), ({"trigger": "someday"}, "trigger")):
+        resp = client.patch(f"/api/v1/admin/rules/{rule_id}", json=body)
+        assert resp.status_code == 422 and field in resp.get_json()["error"]["fields"], (body, resp.get_json())
+    stored = client.get(f"/api/v1/admin/rules/{rule_id}").get_json()
+    assert (stored["trigger"], stored["params"]) == ("stage_changed", {"stage": "needs"})
+
+    resp = client.patch(f"/api/v1/admin/rules/{rule_id}",
+                        json={"trigger": "amount_crossed", "params": {"threshold": 500000}})
+    assert resp.status_code == 200 and resp.get_json()["trigger"] == "amount_crossed", resp.get_json()
+    assert resp.get_json()["params"] == {"threshold": "500000"}
+    resp = client.patch(f"/api/v1/admin/rules/{rule_id}", json={"trigger": "customer_created", "params": {}})
+    assert resp.status_code == 200 and resp.get_json()["params"] == {}
+    changes = _audit(database, org.corp.id, "update", "automation_rule")[-1].changes
+    assert changes["trigger"] == {"before": "amount_crossed", "after": "customer_created"}
+
+    # From now on the rule runs on its new trigger.
+    made = client.post("/api/v1/customers", json={"name": "触发器测试有限公司"})
+    assert made.status_code == 201, made.get_json()
+    firings = client.get(f"/api/v1/admin/rule-firings?rule_id={rule_id}").get_json()["items"]
+    assert [(x["trigger"], x["subject"]["id"], x["status"]) for x in firings] == [
+        ("customer_created", made.get_json()["id"], "done")]
+
+    f.login(client, org.alice, org.corp)
+    assert client.patch(f"/api/v1/admin/rules/{rule_id}", json={"trigger": "stage_changed"}).status_code == 403
+
+
+def test_roles_and_named_people_must_exist_for_rules_and_flows(client, org, database):
+    """The console offers the four roles and this corp's people; the API refuses anything else with a 422
+    naming the input, instead of storing a rule or step that routes to nobody."""
+    with database.session() as s:
+        stranger = f.user(s, f.corp(s), "外企业的人")
+        s.commit()
+        stranger_id = s.get(User, stranger.id).id
+    f.login(client, org.admin, org.corp)
+    task = {"type": "create_task", "title": "跟进", "assignee": "role:boss"}
+    notify = {"type": "notify", "to": ["owner", f"user:{stranger_id}"], "message": "看看"}
+    for actions, field in (([task], "actions.0.create_task.assignee"), ([notify], "actions.0.to.1"),
+                           ([{**task, "assignee": f"user:{stranger_id}"}], "actions.0.assignee")):
+        resp = client.post("/api/v1/admin/rules", json={"name": "坏规则", "trigger": "customer_created",
+                                                        "actions": actions})
+        assert resp.status_code == 422 and field in resp.get_json()["error"]["fields"], resp.get_json()
+    step = {"name": "财务", "approvers": [{"type": "role", "role": "finance"}]}
+    resp = client.post("/api/v1/admin/approval-flows", json={"name": "坏流程", "kind": "custom", "steps": [step]})
+    assert resp.status_code == 422 and "steps.0.approvers.0.role.role" in resp.get_json()["error"]["fields"]
+    with database.session() as s:
+        assert s.execute(sa.select(AutomationRule.id).where(AutomationRule.name == "坏规则")).first() is None
+        assert s.execute(sa.select(ApprovalFlow.id).where(ApprovalFlow.name == "坏流程")).first() is None
+
+    ok = client.post("/api/v1/admin/rules", json={"name": "好规则", "trigger": "customer_created", "actions": [
+        {**task, "assignee": "role:presales"}, {**notify, "to": ["owner_leader", f"user:{org.bob.id}"]}]})
+    assert ok.status_code == 201, ok.get_json()
+    step["approvers"] = [{"type": "role", "role": "manager"}]
+    ok = client.post("/api/v1/admin/approval-flows", json={"name": "好流程", "kind": "custom", "steps": [step]})
+    assert ok.status_code == 201, ok.get_json()

@@ -8,6 +8,10 @@ import deliveries from "./pages/deliveries.js";
 import users from "./pages/users.js";
 import settings from "./pages/settings.js";
 import config from "./pages/config.js";
+import fields from "./pages/fields.js";
+import flows from "./pages/flows.js";
+import rules from "./pages/rules.js";
+import assignment from "./pages/assignment.js";
 import audit from "./pages/audit.js";
 
 const boot = JSON.parse(document.getElementById("boot").textContent);
@@ -17,7 +21,11 @@ const PAGES = [
   ["deliveries", () => L("消息投递", "Deliveries"), deliveries],
   ["users", () => L("用户与角色", "Users & roles"), users],
   ["settings", () => L("规则设置", "Settings"), settings],
-  ["config", () => L("字段、阶段与流程", "Fields, stages & flows"), config],
+  ["fields", () => L("自定义字段", "Custom fields"), fields],
+  ["config", () => L("商机阶段", "Opportunity stages"), config],
+  ["flows", () => L("审批流程", "Approval flows"), flows],
+  ["rules", () => L("自动化规则", "Automation rules"), rules],
+  ["assignment", () => L("线索分配", "Lead assignment"), assignment],
   ["audit", () => L("审计日志", "Audit log"), audit],
 ];
 

@@ -1,5 +1,5 @@
-// Custom fields, opportunity stages, approval flows and automation rules: lists with enable/disable, and
-// in-place edits of the simple parts (labels, stage names and probabilities).
+// Opportunity stages: add, rename, set the win probability, retire. Fields, flows, rules and lead
+// assignment have their own pages.
 import { get, patch, post } from "/h5/static/js/api.js";
 import { clear, h, toast } from "/h5/static/js/dom.js";
 import { L } from "../i18n.js";
@@ -44,12 +44,6 @@ async function section(title, id, loader) {
 }
 
 export default async function configPage(main) {
-  const fields = () => get("/fields?include_inactive=true").then(({ items }) => table(
-    [L("对象", "Entity"), "key", L("名称", "Label"), L("类型", "Type"), L("启用", "Active")],
-    items.map((f) => h("tr", { "data-field-id": f.id }, h("td", {}, f.entity), h("td", {}, h("code", {}, f.key)),
-      h("td", {}, editable(f.label, (label) => patch(`/fields/${f.id}`, { label }), L("名称", "Label"))), h("td", {}, f.field_type),
-      h("td", {}, toggle(f.active, (active) => patch(`/fields/${f.id}`, { active }), L("启用", "Active")))))));
-
   const stages = async () => {
     const { items } = await get("/admin/stages");
     const form = h("form", { class: "inline-form", id: "stage-form", novalidate: true },
@@ -75,25 +69,9 @@ export default async function configPage(main) {
         h("td", {}, s.is_won || s.is_lost ? L("（结束阶段）", "(closing)") : toggle(s.active, (active) => patch(`/admin/stages/${s.id}`, { active }), L("启用", "Active")))))), form);
   };
 
-  const flows = () => get("/admin/approval-flows").then(({ items }) => table(
-    [L("类型", "Kind"), L("名称", "Name"), L("审批步骤", "Steps"), L("启用", "Active")],
-    items.map((f) => h("tr", { "data-flow": f.id }, h("td", {}, f.kind),
-      h("td", {}, editable(f.name, (name) => patch(`/admin/approval-flows/${f.id}`, { name }), L("名称", "Name"))),
-      h("td", {}, (f.steps || []).length), h("td", {}, toggle(f.active, (active) => patch(`/admin/approval-flows/${f.id}`, { active }), L("启用", "Active")))))));
-
-  const rules = () => get("/admin/rules").then(({ items }) => table(
-    [L("名称", "Name"), L("触发", "Trigger"), L("动作数", "Actions"), L("启用", "Enabled")],
-    items.map((r) => h("tr", { "data-rule": r.id },
-      h("td", {}, editable(r.name, (name) => patch(`/admin/rules/${r.id}`, { name }), L("名称", "Name"))),
-      h("td", {}, r.trigger), h("td", {}, (r.actions || []).length),
-      h("td", {}, toggle(r.enabled, (enabled) => patch(`/admin/rules/${r.id}`, { enabled }), L("启用", "Enabled")))))));
-
   async function route() {
-    clear(main, h("header", { class: "page-head" }, h("h1", {}, L("字段、阶段与流程", "Fields, stages & flows"))),
-      await section(L("自定义字段", "Custom fields"), "fields", fields),
-      await section(L("商机阶段", "Opportunity stages"), "stages", stages),
-      await section(L("审批流程", "Approval flows"), "flows", flows),
-      await section(L("自动化规则", "Automation rules"), "rules", rules));
+    clear(main, h("header", { class: "page-head" }, h("h1", {}, L("商机阶段", "Opportunity stages"))),
+      await section(L("商机阶段", "Opportunity stages"), "stages", stages));
   }
   await route();
 }
