@@ -174,6 +174,8 @@ class FollowUp(IdMixin, CorpScoped, Base):
         sa.Index("ix_follow_ups_customer_occurred", "customer_id", "occurred_at"),
         sa.Index("ix_follow_ups_corp_next_contact", "corp_id", "next_contact_at"),
         sa.Index("ix_follow_ups_author_occurred", "author_id", "occurred_at"),
+        # The dashboard leaderboard: a whole corp's follow-ups in a month (admins, large teams).
+        sa.Index("ix_follow_ups_corp_occurred", "corp_id", "occurred_at"),
     )
 
     customer_id: so.Mapped[int] = so.mapped_column(
@@ -215,6 +217,8 @@ class Opportunity(IdMixin, CorpScoped, Timestamps, Base):
         sa.Index("ix_opportunities_corp_owner_stage", "corp_id", "owner_id", "stage_id"),
         # `deleted_at IS NULL` pins the second column, so the list's ORDER BY updated_at, id is index order.
         sa.Index("ix_opportunities_corp_live_updated", "corp_id", "deleted_at", "updated_at", "id"),
+        # The dashboard leaderboard: deals won (closed) in a month across a corp.
+        sa.Index("ix_opportunities_corp_closed", "corp_id", "closed_at"),
     )
 
     customer_id: so.Mapped[int] = so.mapped_column(

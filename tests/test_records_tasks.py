@@ -225,3 +225,21 @@ def test_other_tenant_cannot_reach_tasks(client, database, world):
     assert resp.status_code == 422 and "assignee_id" in resp.get_json()["error"]["fields"]
     with database.session() as s:
         assert s.get(Task, task_id).status == "open"
+
+
+def test_customer_detail_lists_open_tasks_before_many_closed_ones(client, database, world):
+    org, mine, _ = world
+    due = datetime(2027, 1, 5, 1, 0, tzinfo=UTC)
+    with database.session() as s:
+        for i in range(55):
+            s.add(Task(corp_id=org.corp.id, customer_id=mine.id, title=f"旧任务{i}", status="done",
+                       assignee_id=org.alice.id, created_by_id=org.alice.id, due_at=due - timedelta(days=i)))
+        s.add(Task(corp_id=org.corp.id, customer_id=mine.id, title="还没做", status="open",
+                   assignee_id=org.alice.id, created_by_id=org.alice.id, due_at=due + timedelta(days=30)))
+    f.login(client, org.alice, org.corp)
+    resp = client.get(f"/api/v1/customers/{mine.id}")
+    assert resp.status_code == 200, resp.get_json()
+    tasks = resp.get_json()["tasks"]
+    assert len(tasks) == 50
+    assert (tasks[0]["title"], tasks[0]["status"]) == ("还没做", "open")
+    assert all(t["status"] == "done" for t in tasks[1:])

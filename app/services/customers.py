@@ -37,6 +37,7 @@ from models.crm import (
     OpportunityStage,
     Tag,
     Task,
+    TaskStatus,
 )
 from models.org import Corp, User
 from models.types import utcnow
@@ -380,7 +381,9 @@ def detail(session: so.Session, actor: Actor, customer_id: int) -> dict[str, Any
         .where(Opportunity.customer_id == customer.id, Opportunity.deleted_at.is_(None))
         .order_by(Opportunity.id.desc())).all()
     tasks = session.execute(
-        sa.select(Task).where(Task.customer_id == customer.id).order_by(Task.status, Task.due_at, Task.id)
+        # Open tasks first (status names sort open last), so the cut at 50 never hides one behind closed ones.
+        sa.select(Task).where(Task.customer_id == customer.id)
+        .order_by(sa.case((Task.status == TaskStatus.OPEN, 0), else_=1), Task.due_at, Task.id)
         .limit(50)).scalars().all()
     users = user_refs(session, set(collab_ids) | {f.author_id for f in follow_ups} | {t.assignee_id for t in tasks}
                    | {o.owner_id for o, _ in opportunities})

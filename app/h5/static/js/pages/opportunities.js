@@ -5,7 +5,8 @@ import { t } from "../i18n.js";
 import { formatTime } from "../time.js";
 import { chips, infiniteList } from "../ui.js";
 
-const STORE = "crm.oppStage";
+// The stage last looked at; the customer page sets it so a tap on a deal opens that deal's stage.
+export const STAGE_STORE = "crm.oppStage";
 
 function card(o, stages) {
   const status = h("span", { class: "row-sub" });
@@ -49,9 +50,9 @@ export default async function opportunities({ el, ctx, setTitle }) {
   setTitle(t("opp.title"));
   const stages = ctx.stages;
   const results = h("div", { class: "results", id: "opportunity-results" });
-  const selected = sessionStorage.getItem(STORE) || "";
+  const selected = sessionStorage.getItem(STAGE_STORE) || "";
   const load = (key) => {
-    sessionStorage.setItem(STORE, key || "");
+    sessionStorage.setItem(STAGE_STORE, key || "");
     infiniteList(results, (cursor) => get(`/opportunities${query({ stage_key: key, cursor, limit: 20 })}`),
       (o) => card(o, stages), t("opp.empty"));
   };
