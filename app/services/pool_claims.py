@@ -18,18 +18,18 @@ import sqlalchemy.orm as so
 from app.errors import Conflict, Forbidden, NotFound, ValidationError
 from app.services import audit
 from app.services.actor import Actor
+from app.services.corps import corp_setting
 from app.services.scope import led_department_paths, subtree_user_ids
 from models.crm import Customer
 from models.org import Corp, User
 from models.rules import PoolEvent
 from models.types import utcnow
 
-DEFAULTS = {"pool_hold_cap": 200, "pool_daily_claims": 20, "pool_reclaim_ban_days": 7}
+CAP_KEYS = ("pool_hold_cap", "pool_daily_claims", "pool_reclaim_ban_days")
 
 
 def caps(corp: Corp) -> dict[str, int]:
-    settings = corp.settings or {}
-    return {key: int(settings.get(key, default)) for key, default in DEFAULTS.items()}
+    return {key: int(corp_setting(corp, key)) for key in CAP_KEYS}
 
 
 def _local_midnight(corp: Corp, now: datetime) -> datetime:
