@@ -22,9 +22,8 @@ from app.schemas_approvals import FlowIn, SubmitIn
 from app.services import approval_flows, approvals
 from app.services.actor import Actor
 from app.services.approval_defaults import install_defaults
-from app.services.corps import SecretBox, create_corp
-from app.services.org_sync import SyncFailed, full_sync
-from app.services.platform import platform_client
+from app.services.corps import SecretBox
+from app.services.org_sync import SyncFailed
 from integrations.base import Message
 from integrations.sandbox import SandboxServer
 from integrations.sandbox.wecom_api import create_wecom_blueprint
@@ -35,6 +34,7 @@ from models.inbox import PlatformEvent
 from models.org import Corp, Department, Role, User
 from models.platform import SyncStatus
 from tests.approval_helpers import opportunity
+from tests.integrations import wecom_binding
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,28 +71,16 @@ def sbx(world):
 
 @pytest.fixture
 def wsettings(settings, server):
-    return settings.with_overrides(wecom_api_base=f"{server.url}/cgi-bin", wecom_oauth_base=server.url,
-                                   public_url="http://crm.test")
+    return wecom_binding.wecom_settings(settings, server)
 
 
 @pytest.fixture
 def corp_pk(database, wsettings, sbx):
-    with database.session() as s:
-        corp = create_corp(s, SecretBox(wsettings.master_key), platform="wecom", platform_corp_id=sbx.corp.corp_id,
-                           name=sbx.corp.name, agent_id=str(sbx.agent_id),
-                           secrets={"secret": sbx.secret, "callback_token": sbx.corp.callback_token,
-                                    "aes_key": sbx.corp.callback_aes_key})
-        return corp.id
+    return wecom_binding.bind(database, wsettings, sbx)
 
 
-def _client(database, wsettings, corp_pk):
-    with database.session() as s:
-        corp = s.get(Corp, corp_pk)
-    return platform_client(corp, settings=wsettings, database=database)
-
-
-def _sync(database, wsettings, corp_pk):
-    return full_sync(database, corp_pk, _client(database, wsettings, corp_pk), threads=4)
+_client = wecom_binding.client
+_sync = wecom_binding.sync
 
 
 def _user(s, corp_pk, userid) -> User | None:

@@ -14,9 +14,6 @@ from werkzeug.serving import make_server
 from app import create_app
 from app.callbacks.dingtalk import event_applier
 from app.callbacks.wecom import card_pool
-from app.services.corps import SecretBox, create_corp
-from app.services.org_sync import full_sync
-from app.services.platform import platform_client
 from integrations.base import NotFoundError, PermissionDeniedError
 from integrations.sandbox import SandboxServer
 from integrations.sandbox.wecom_api import create_wecom_blueprint
@@ -29,6 +26,7 @@ from models.inbox import EventState, PlatformEvent
 from models.org import Corp, Department, User, UserDepartment
 from models.platform import SyncStatus
 from tests import factories
+from tests.integrations import wecom_binding
 
 # Seed 11: 华东大区 (4) and 华北大区 (7) sit under 销售部 (3), which is not visible; 财务部 (17) under the
 # corp root (1), which is not visible either. Three subtrees, three roots.
@@ -62,28 +60,16 @@ def http():
 
 @pytest.fixture
 def wsettings(settings, server):
-    return settings.with_overrides(wecom_api_base=f"{server.url}/cgi-bin", wecom_oauth_base=server.url,
-                                   public_url="http://crm.test")
+    return wecom_binding.wecom_settings(settings, server)
 
 
 @pytest.fixture
 def corp_pk(database, wsettings, sbx):
-    with database.session() as s:
-        corp = create_corp(s, SecretBox(wsettings.master_key), platform="wecom", platform_corp_id=sbx.corp.corp_id,
-                           name=sbx.corp.name, agent_id=str(sbx.agent_id),
-                           secrets={"secret": sbx.secret, "callback_token": sbx.corp.callback_token,
-                                    "aes_key": sbx.corp.callback_aes_key})
-        return corp.id
+    return wecom_binding.bind(database, wsettings, sbx)
 
 
-def _client(database, wsettings, corp_pk):
-    with database.session() as s:
-        corp = s.get(Corp, corp_pk)
-    return platform_client(corp, settings=wsettings, database=database)
-
-
-def _sync(database, wsettings, corp_pk):
-    return full_sync(database, corp_pk, _client(database, wsettings, corp_pk), threads=4)
+_client = wecom_binding.client
+_sync = wecom_binding.sync
 
 
 def _subtree(sbx, top: int) -> set[int]:
