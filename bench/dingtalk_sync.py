@@ -170,16 +170,17 @@ def main() -> int:
     return 0
 
 
-def apply_capacity(database, http, info, chunk: int = 2000, writers: int = 2) -> dict:
+def apply_capacity(database, http, info, chunk: int | None = None, writers: int = 2) -> dict:
     """The bulk apply path at full speed: the same org, from the sandbox's dump instead of paged calls,
     written into a second corp in chunks of `chunk` listings, each chunk one transaction as in the sync.
     (Inside the sync the writer mostly waits for the rate-limited API, so its own figure mixes in
     per-chunk overhead of small chunks; this one is what the database path can take.)"""
-    from app.services.org_sync import _DeptInfo, apply_department_batch, write_listings
+    from app.services.org_sync import CHUNK_USERS, _DeptInfo, apply_department_batch, write_listings
     from integrations.base import PlatformDepartment
     from integrations.dingtalk.client import DingTalkClient
     from models.org import Corp
 
+    chunk = chunk or CHUNK_USERS
     org = http.get(f"{info['url']}/sandbox/dingtalk/corps/{info['corpId']}/org").json()
     with database.session() as s:
         corp = Corp(platform="dingtalk", platform_corp_id=info["corpId"] + "-copy", name="apply capacity")

@@ -50,7 +50,11 @@ def _records(table: sa.Table, cols: Sequence[str], rows: Sequence[dict[str, Any]
              name: str = "rows") -> tuple[str, dict]:
     """A FROM item yielding `rows` as typed columns: one JSON parameter, parsed by PostgreSQL. (Arrays per
     column, via unnest, were adapted element by element in Python by the driver: slower than the insert.)"""
-    doc = json.dumps([{c: r[c] for c in cols} for r in rows], ensure_ascii=False, default=_json_default)
+    # Rows are dumped as they are when they hold exactly `cols` (the callers' usual case: key order does
+    # not matter to json_to_recordset); copying every row first was a tenth of an org sync's client time.
+    same = len(rows[0]) == len(cols) and all(c in rows[0] for c in cols)
+    doc = json.dumps(rows if same else [{c: r[c] for c in cols} for r in rows], ensure_ascii=False,
+                     default=_json_default)
     defs = ", ".join(f'"{c}" {_pg_type(table.c[c])}' for c in cols)
     return f"json_to_recordset(CAST(:{name} AS json)) AS v({defs})", {name: doc}
 
@@ -81,7 +85,7 @@ def insert_rows(
 ) -> list[sa.Row]:
     """INSERT rows; with `conflict` (the unique columns) do nothing, or set the `update` columns, on a
     clash. `const` holds columns with the same value in every row (not repeated per row). Returns the
-    `returning` columns of inserted rows, in row order when nothing clashes.
+    `returning` columns of inserted rows as tuples, in no particular order (match them by a key).
 
     A clash whose `update` columns already hold the incoming values writes nothing (no new row
     version, no index entries): a re-sync of an unchanged org then only reads."""
@@ -106,10 +110,14 @@ def insert_rows(
                 sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets} WHERE ROW({old}) IS DISTINCT FROM ROW({new})"
             else:
                 sql += f" ON CONFLICT ({target}) DO NOTHING"
-        if returning:
-            sql += " RETURNING " + ", ".join(returning)
-        result = session.execute(sa.text(sql), params)
-        return list(result.all()) if returning else []
+        if not returning:
+            session.execute(sa.text(sql), params)
+            return []
+        # The returned rows come back as one JSON document: building a Row object per inserted row
+        # cost more client time than the rest of the insert (2,000 users: ~3 ms of 5).
+        cols_out = ", ".join(returning)
+        sql = f"WITH ins AS ({sql} RETURNING {cols_out}) SELECT json_agg(json_build_array({cols_out})) FROM ins"  # noqa: S608
+        return [tuple(r) for r in session.execute(sa.text(sql), params).scalar() or ()]
     stmt: Any = upsert_insert(session, table)
     if conflict is not None:
         if update:
