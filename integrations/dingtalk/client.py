@@ -10,7 +10,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -64,16 +64,6 @@ class DingTalkCredentials:
 
     def __repr__(self) -> str:  # never print the secret
         return f"DingTalkCredentials(corp_id={self.corp_id!r}, app_key={self.app_key!r}, agent_id={self.agent_id!r})"
-
-
-def merge_listings(first: PlatformUser, again: PlatformUser) -> PlatformUser:
-    """Combine two `list_department_users` sightings of one person (someone in several departments):
-    each listing only knows leadership and sort order for the department being listed."""
-    return replace(
-        again,
-        leader_of=tuple(dict.fromkeys([*first.leader_of, *again.leader_of])),
-        department_orders={**first.department_orders, **again.department_orders},
-    )
 
 
 class DingTalkClient(PlatformClient):

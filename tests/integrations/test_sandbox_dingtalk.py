@@ -20,7 +20,7 @@ from integrations.base import (
     RateLimitedError,
     RetryableError,
 )
-from integrations.dingtalk.client import DingTalkClient, DingTalkCredentials, merge_listings
+from integrations.dingtalk.client import DingTalkClient, DingTalkCredentials
 from integrations.dingtalk.crypto import CallbackCrypto
 from integrations.dingtalk.events import claim_event, parse_event
 from integrations.dingtalk.factory import client_for_corp
@@ -90,7 +90,7 @@ def test_full_walk_matches_generated_org(server, corp, database):
     client = make_client(server, corp, limiter=DbRateLimiter(database, database.corp_pk), throttle_retries=0)
     depts = list(client.walk_departments())
     assert {d.dept_id for d in depts} == {str(i) for i in corp.depts}
-    seen = {}
+    seen, led = {}, set()
     calls = 0
     for d in depts:
         cursor = None
@@ -98,7 +98,8 @@ def test_full_walk_matches_generated_org(server, corp, database):
             page = client.list_department_users(d.dept_id, cursor)
             calls += 1
             for u in page.users:
-                seen[u.userid] = merge_listings(seen[u.userid], u) if u.userid in seen else u
+                seen[u.userid] = u  # each listing carries the person's full department list
+                led.update((u.userid, dept) for dept in u.leader_of)
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
@@ -107,7 +108,7 @@ def test_full_walk_matches_generated_org(server, corp, database):
     multi = [u for u in corp.users.values() if len(u.dept_ids) > 1]
     assert multi and all(set(seen[u.userid].department_ids) == {str(d) for d in u.dept_ids} for u in multi)
     leaders = {(uid, str(d.dept_id)) for d in corp.depts.values() for uid in d.manager_userids}
-    assert leaders == {(u.userid, dept) for u in seen.values() for dept in u.leader_of}
+    assert leaders == led
     client.http.session.close()
 
 
