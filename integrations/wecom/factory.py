@@ -6,9 +6,9 @@ import hashlib
 import threading
 from typing import Any
 
-from integrations.dingtalk.ratelimit import DbRateLimiter
 from integrations.dingtalk.tokens import DbTokenStore
 from integrations.wecom.client import WeComClient, WeComCredentials
+from integrations.wecom.ratelimit import DEFAULT_PER_SECOND, DbWindowLimiter
 from integrations.wecom.usage import BatchedUsageCounter
 from models.db import Database
 
@@ -17,7 +17,6 @@ from models.db import Database
 _clients: dict[tuple, tuple[Database, WeComClient]] = {}
 _clients_lock = threading.Lock()
 _MAX_CACHED = 256
-DEFAULT_PER_SECOND = 160  # 10 000 calls/min per API per corp (§8), with a little headroom
 
 
 def _key(database: Database, corp: Any, secret: str, settings: Any, per_second: int) -> tuple:
@@ -41,9 +40,7 @@ def client_for_corp(corp: Any, secret: str, *, settings: Any, database: Database
         api_base=settings.wecom_api_base,
         token_store=DbTokenStore(database, corp.id, settings.master_key),
         usage_hook=BatchedUsageCounter(database, corp.id, getattr(corp, "timezone", None) or settings.timezone),
-        # WeCom counts per minute, not per arrival second: a late call costs nothing there, so no slot is
-        # given up for lateness (that only matters for DingTalk's per-second count).
-        limiter=DbRateLimiter(database, corp.id, per_second=per_second, late_tolerance=float("inf")),
+        limiter=DbWindowLimiter(database, corp.id, per_second=per_second),
         **kwargs,
     )
     if reuse and not kwargs:
