@@ -29,6 +29,11 @@ def _fail(exc: WeComFailure) -> Response:
     return jsonify({"errcode": exc.errcode, "errmsg": f"{exc.errmsg}, hint: [sandbox], from ip: 127.0.0.1"})
 
 
+def _int_like(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool) and value >= 0) or (
+        isinstance(value, str) and value.isdigit())
+
+
 def _body() -> dict[str, Any]:
     data = request.get_json(silent=True, force=True)
     return data if isinstance(data, dict) else {}
@@ -108,7 +113,7 @@ def create_wecom_blueprint(world: WeComWorld) -> Blueprint:
         return {
             "agentid": app.agent_id, "name": app.name, "square_logo_url": "", "description": "CRM 微应用",
             "allow_userinfos": {"user": [{"userid": u} for u in app.allow_users]},
-            "allow_partys": {"partyid": list(app.allow_partys)}, "allow_tags": {"tagid": []},
+            "allow_partys": {"partyid": list(app.allow_partys)}, "allow_tags": {"tagid": list(app.allow_tags)},
             "close": 0, "redirect_domain": app.trusted_domain or "", "report_location_flag": 0,
             "isreportenter": 0, "home_url": "",
         }
@@ -158,6 +163,11 @@ def create_wecom_blueprint(world: WeComWorld) -> Blueprint:
         if real is None or not world.in_range_user(app, real):
             raise WeComFailure(60111, "userid not found")
         return world.user_json(app, app.corp.users[real])
+
+    @api("tag/get")
+    def tag_get(app):
+        # 获取标签成员 (90213): no contact-permission check ("无限制"), the answer is cut to the range.
+        return world.tag_get(app, request.args.get("tagid"))
 
     @api("user/list_id", methods=("POST",))
     def user_list_id(app):
@@ -283,6 +293,12 @@ def create_wecom_blueprint(world: WeComWorld) -> Blueprint:
             return jsonify({"error": "allowPartys must be a list of department ids", "field": "allowPartys"}), 400
         if not isinstance(data.get("allowUsers", []), list):
             return jsonify({"error": "allowUsers must be a list of userids", "field": "allowUsers"}), 400
+        target = world.apps.get(data.get("corpId") or "") or (world.app() if world.apps else None)
+        tags = data.get("allowTags", [])
+        if not isinstance(tags, list) or not all(_int_like(t) for t in tags) or (
+                target is not None and any(int(t) not in target.tags for t in tags)):
+            # The console only offers the corp's existing tags.
+            return jsonify({"error": "allowTags must be a list of existing tag ids", "field": "allowTags"}), 400
         with world.lock:
             if "latency" in data:
                 world.latency = float(data["latency"])
@@ -305,6 +321,8 @@ def create_wecom_blueprint(world: WeComWorld) -> Blueprint:
                     app.allow_partys = [int(p) for p in partys]
                 if "allowUsers" in data:
                     app.allow_users = [str(u) for u in data["allowUsers"]]
+                if "allowTags" in data:
+                    app.allow_tags = [int(t) for t in tags]
                 if "contactPermission" in data:
                     app.contact_permission = bool(data["contactPermission"])
                 if "trustedDomain" in data:
@@ -312,6 +330,40 @@ def create_wecom_blueprint(world: WeComWorld) -> Blueprint:
                 world.org_changed(app)
         return jsonify({"latency": world.latency, "perMinute": world.per_minute, "perHour": world.per_hour,
                         "maxConcurrent": world.max_concurrent, "clockOffset": world.clock_offset})
+
+    @bp.post("/sandbox/wecom/tags")
+    def put_tag():
+        """Create a tag, or replace the members of `tagid`: {corpId, tagid?, tagname, userlist, partylist}.
+        Put it in an app's range with `allowTags` on /sandbox/wecom/config. Fires `update_tag` (§5.5)."""
+        data = _body()
+        users, parties = data.get("userlist", []), data.get("partylist", [])
+        if not isinstance(users, list) or not all(isinstance(u, str) and u for u in users):
+            return jsonify({"error": "userlist must be a list of userids", "field": "userlist"}), 400
+        if not isinstance(parties, list) or not all(_int_like(p) for p in parties):
+            return jsonify({"error": "partylist must be a list of department ids", "field": "partylist"}), 400
+        tag_id = data.get("tagid")
+        if tag_id is not None and not _int_like(tag_id):
+            return jsonify({"error": "tagid must be a positive integer", "field": "tagid"}), 400
+        try:
+            app = world.app(data.get("corpId"))
+            tag, changes = world.put_tag(app, None if tag_id is None else int(tag_id),
+                                         str(data.get("tagname") or ""), users, [int(p) for p in parties])
+        except WeComFailure as exc:
+            return control_error(exc)
+        event = None
+        if any(changes.values()):
+            items = {k: ",".join(map(str, v)) for k, v in changes.items() if v}
+            event = fire(app, change_contact(app, "update_tag", TagId=tag.tag_id, **items))
+        return jsonify({"tag": tag.as_json(), "event": event}), 201
+
+    @bp.delete("/sandbox/wecom/tags/<int:tag_id>")
+    def delete_tag(tag_id):
+        try:
+            app = world.app(request.args.get("corpId"))
+            world.remove_tag(app, tag_id)
+        except WeComFailure as exc:
+            return control_error(exc, 404)
+        return jsonify({"tags": [t.as_json() for t in app.tags.values()], "allowTags": app.allow_tags})
 
     @bp.post("/sandbox/wecom/faults")
     def add_fault():

@@ -48,8 +48,23 @@ class WeComFailure(Exception):
 
 
 @dataclass
+class WeComTag:
+    """A corp tag (标签): members named one by one and whole departments (each with its subtree)."""
+
+    tag_id: int
+    name: str
+    userids: list[str] = field(default_factory=list)
+    dept_ids: list[int] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"tagid": self.tag_id, "tagname": self.name, "userlist": list(self.userids),
+                "partylist": list(self.dept_ids)}
+
+
+@dataclass
 class WeComApp:
-    """The corp's self-built app: its secret, AgentId, visible range and settings."""
+    """The corp's self-built app: its secret, AgentId, visible range and settings. The corp's tags live
+    here too (one app per sandbox corp)."""
 
     corp: SandboxCorp
     secret: str
@@ -57,6 +72,8 @@ class WeComApp:
     name: str = "CRM"
     allow_partys: list[int] = field(default_factory=lambda: [1])
     allow_users: list[str] = field(default_factory=list)
+    allow_tags: list[int] = field(default_factory=list)
+    tags: dict[int, WeComTag] = field(default_factory=dict)
     contact_permission: bool = True
     trusted_domain: str | None = None  # None: any redirect host is accepted
     callback_url: str | None = None
@@ -166,6 +183,7 @@ class WeComWorld:
         self._members: dict[str, dict[int, list[str]]] = {}
         self._range: dict[str, list[int]] = {}
         self._range_sets: dict[str, frozenset[int]] = {}
+        self._tag_users: dict[str, frozenset[str]] = {}
         for i in range(corps):
             self.add_app(make_wecom_corp(seed, index=i, users=users, allow_partys=allow_partys,
                                          allow_users=allow_users))
@@ -214,6 +232,7 @@ class WeComWorld:
         self._members.pop(app.corp.corp_id, None)
         self._range.pop(app.corp.corp_id, None)
         self._range_sets.pop(app.corp.corp_id, None)
+        self._tag_users.pop(app.corp.corp_id, None)
         app.corp.touch()
 
     def _member_index(self, app: WeComApp) -> dict[int, list[str]]:
@@ -355,8 +374,12 @@ class WeComWorld:
 
     # ------------------------------------------------------------------ org (visible range)
 
+    def range_tags(self, app: WeComApp) -> list[WeComTag]:
+        return [app.tags[t] for t in app.allow_tags if t in app.tags]
+
     def range_dept_ids(self, app: WeComApp) -> list[int]:
-        """Departments in the app's visible range: each listed department and its whole subtree."""
+        """Departments in the app's visible range: each listed department and its whole subtree, also those
+        a tag of the range brings (department/list answers "应用可见范围内的部门")."""
         cached = self._range.get(app.corp.corp_id)
         if cached is not None:
             return cached
@@ -366,7 +389,8 @@ class WeComWorld:
                 kids[d.parent_id].append(d)
         seen: list[int] = []
         found: set[int] = set()
-        queue = deque(d for d in app.allow_partys if d in app.corp.depts)
+        tagged = [d for t in self.range_tags(app) for d in t.dept_ids]
+        queue = deque(d for d in [*app.allow_partys, *tagged] if d in app.corp.depts)
         while queue:
             dept_id = queue.popleft()
             if dept_id in found:
@@ -388,7 +412,15 @@ class WeComWorld:
         if user is None:
             return False
         range_ids = self.range_set(app) if range_ids is None else range_ids
-        return userid in app.allow_users or bool(set(user.dept_ids) & range_ids)
+        return userid in app.allow_users or bool(set(user.dept_ids) & range_ids) or userid in self.tag_users(app)
+
+    def tag_users(self, app: WeComApp) -> frozenset[str]:
+        """People the range's tags name one by one (cached: `send` to @all asks once per member)."""
+        cached = self._tag_users.get(app.corp.corp_id)
+        if cached is None:
+            cached = frozenset(u for t in self.range_tags(app) for u in t.userids)
+            self._tag_users[app.corp.corp_id] = cached
+        return cached
 
     def check_contacts(self, app: WeComApp) -> None:
         if not app.contact_permission:
@@ -403,6 +435,49 @@ class WeComWorld:
         if dept.dept_id not in self.range_set(app):
             raise WeComFailure(60011, "no privilege to access/modify contact/party/agent")
         return dept
+
+    def tag_get(self, app: WeComApp, tag_id: Any) -> dict[str, Any]:
+        """`tag/get`: any tag of the corp, but only the members inside the app's visible range (90213)."""
+        try:
+            tag = app.tags[int(tag_id)]
+        except (KeyError, TypeError, ValueError):
+            raise WeComFailure(40068, "invalid tagid") from None
+        range_ids = self.range_set(app)
+        users = [app.corp.users[u] for u in tag.userids
+                 if u in app.corp.users and self.in_range_user(app, u, range_ids)]
+        return {"tagname": tag.name, "userlist": [{"userid": u.userid, "name": u.name} for u in users],
+                "partylist": [d for d in tag.dept_ids if d in range_ids]}
+
+    def put_tag(self, app: WeComApp, tag_id: int | None, name: str, userids: list[str],
+                dept_ids: list[int]) -> tuple[WeComTag, dict[str, list[Any]]]:
+        """Create a tag or replace its members; returns the tag and what changed (for `update_tag`)."""
+        for u in userids:
+            if u not in app.corp.users:
+                raise WeComFailure(60111, f"userid not found: {u}")
+        for d in dept_ids:
+            if d not in app.corp.depts:
+                raise WeComFailure(60123, f"invalid party id {d}")
+        with self.lock:
+            if tag_id is None:
+                tag_id = max(app.tags, default=0) + 1
+            old = app.tags.get(tag_id) or WeComTag(tag_id, name)
+            tag = WeComTag(tag_id, name or old.name, list(dict.fromkeys(userids)), list(dict.fromkeys(dept_ids)))
+            app.tags[tag_id] = tag
+            self.org_changed(app)
+        changes = {"AddUserItems": [u for u in tag.userids if u not in old.userids],
+                   "DelUserItems": [u for u in old.userids if u not in tag.userids],
+                   "AddPartyItems": [d for d in tag.dept_ids if d not in old.dept_ids],
+                   "DelPartyItems": [d for d in old.dept_ids if d not in tag.dept_ids]}
+        return tag, changes
+
+    def remove_tag(self, app: WeComApp, tag_id: int) -> WeComTag:
+        with self.lock:
+            tag = app.tags.pop(tag_id, None)
+            if tag is None:
+                raise WeComFailure(40068, "invalid tagid")
+            app.allow_tags = [t for t in app.allow_tags if t != tag_id]
+            self.org_changed(app)
+            return tag
 
     def dept_json(self, app: WeComApp, d: SandboxDept) -> dict[str, Any]:
         return {"id": d.dept_id, "name": d.name, "name_en": "", "department_leader": list(d.manager_userids),
@@ -654,6 +729,8 @@ class WeComWorld:
                 for d in app.corp.depts.values():
                     d.manager_userids = [new_userid if m == userid else m for m in d.manager_userids]
                 app.allow_users = [new_userid if u == userid else u for u in app.allow_users]
+                for tag in app.tags.values():
+                    tag.userids = [new_userid if u == userid else u for u in tag.userids]
             if name:
                 user.name = name
             if title is not None:
@@ -672,6 +749,8 @@ class WeComWorld:
             for d in app.corp.depts.values():
                 if userid in d.manager_userids:
                     d.manager_userids.remove(userid)
+            for tag in app.tags.values():  # a deleted member leaves every tag
+                tag.userids = [u for u in tag.userids if u != userid]
             self.org_changed(app)
         return user
 
@@ -707,6 +786,8 @@ class WeComWorld:
             raise WeComFailure(60005, "department contains sub-department or members")
         with self.lock:
             dept = corp.depts.pop(dept_id)
+            for tag in app.tags.values():
+                tag.dept_ids = [d for d in tag.dept_ids if d != dept_id]
             self.org_changed(app)
             return dept
 
@@ -715,6 +796,7 @@ class WeComWorld:
             "corpId": app.corp.corp_id, "name": app.corp.name, "secret": app.secret, "agentId": app.agent_id,
             "callbackToken": app.corp.callback_token, "callbackAesKey": app.corp.callback_aes_key,
             "callbackUrl": app.callback_url, "allowPartys": app.allow_partys, "allowUsers": app.allow_users,
+            "allowTags": app.allow_tags, "tags": [t.as_json() for t in app.tags.values()],
             "contactPermission": app.contact_permission, "departments": len(app.corp.depts),
             "users": len(app.corp.users),
         }

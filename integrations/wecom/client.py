@@ -184,6 +184,7 @@ class WeComClient(PlatformClient):
                                 timeout=timeout, token_source=self.access_token, http=self.http)
         self._snapshot: tuple[float, list[PlatformDepartment]] | None = None
         self._snapshot_lock = threading.Lock()
+        self._tag_depts: list[PlatformDepartment] = []
 
     def __repr__(self) -> str:
         return f"<WeComClient corp={self.credentials.corp_id} agent={self.credentials.agent_id}>"
@@ -297,7 +298,9 @@ class WeComClient(PlatformClient):
             self.access_token()
             agent = self._agent()
             depts = self._department_snapshot(force=True)
-            people = self._direct_userids(agent)
+            people, parties = self._named_people(agent)
+            if not depts and parties:
+                depts = self._add_tag_departments(parties)
             if not depts and not people:
                 raise errors.empty_range_error()
         except PlatformError as exc:
@@ -307,6 +310,10 @@ class WeComClient(PlatformClient):
         names = "、".join(d.name for d in tops[:5]) + (" …" if len(tops) > 5 else "") if tops else "—"
         extra_zh = f"，单独可见成员 {len(people)} 人" if people else ""
         extra_en = f", {len(people)} people visible by name" if people else ""
+        tags = self._tag_ids(agent)
+        if tags:
+            extra_zh += f"，可见标签 {len(tags)} 个"
+            extra_en += f", {len(tags)} tags"
         return ConnectionReport(
             ok=True,
             message=(f"令牌获取成功，应用：{app_name}，根部门：{names}，可见部门 {len(depts)} 个{extra_zh} "
@@ -378,8 +385,40 @@ class WeComClient(PlatformClient):
                 return self._snapshot[1]
             data = self.get("department/list")
             depts = [self._department(d) for d in data.get("department") or []]
+            ids = {d.dept_id for d in depts}
+            depts += [d for d in self._tag_depts if d.dept_id not in ids]
             self._snapshot = (self._clock(), depts)
             return depts
+
+    def _add_tag_departments(self, parties: list[str]) -> list[PlatformDepartment]:
+        """Tag departments that `department/list` left out become tops of the range, each with its subtree
+        (`department/list?id=` answers both in one call); refused that, the department alone
+        (`department/get`) so its own members are still listed. Kept across snapshot refreshes."""
+        known = {d.dept_id for d in self._department_snapshot(max_age=RECENT_SECONDS)}
+        found: list[PlatformDepartment] = []
+        for dept_id in parties:
+            if dept_id in known:
+                continue
+            try:
+                data = self.get("department/list", id=int(dept_id))
+                sub = [self._department(d) for d in data.get("department") or []]
+            except PermissionDeniedError:
+                sub = []
+            if not any(d.dept_id == dept_id for d in sub):
+                try:
+                    data = self._call("department/get", lambda d=dept_id: self.wx.department.get(int(d)))
+                except (NotFoundError, PermissionDeniedError):
+                    log.warning("wecom tag department %s cannot be read; skipped", dept_id)
+                    continue
+                sub = [self._department(data)]
+            new = [d for d in sub if d.dept_id not in known]
+            known.update(d.dept_id for d in new)
+            found.extend(new)
+        with self._snapshot_lock:
+            self._tag_depts = self._tag_depts + found
+            if self._snapshot is not None:
+                self._snapshot = (self._snapshot[0], self._snapshot[1] + found)
+        return self._department_snapshot(max_age=RECENT_SECONDS)
 
     def _agent(self) -> dict[str, Any]:
         return self._call("agent/get", lambda: self.wx.agent.get(self.credentials.agent_id))
@@ -392,6 +431,29 @@ class WeComClient(PlatformClient):
         return list(dict.fromkeys(str(u["userid"]) for u in users if isinstance(u, dict) and u.get("userid")))
 
     @staticmethod
+    def _tag_ids(agent: dict[str, Any]) -> list[int]:
+        """`allow_tags.tagid[]` of `agent/get`: tags whose members and departments are in the range."""
+        tags = (agent.get("allow_tags") or {}).get("tagid") or []
+        return list(dict.fromkeys(int(t) for t in tags if str(t).isdigit()))
+
+    def tag_members(self, tag_id: int | str) -> tuple[list[str], list[str]]:
+        """`tag/get` (获取标签成员, 90213): the tag's userids and department ids, only those inside the
+        visible range. An unknown tag is 40068."""
+        data = self._call("tag/get", lambda: self.wx.tag.get_users(int(tag_id)))
+        users = [str(u["userid"]) for u in data.get("userlist") or [] if isinstance(u, dict) and u.get("userid")]
+        return users, [str(p) for p in data.get("partylist") or []]
+
+    def _named_people(self, agent: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """Everyone the range names one by one (`allow_userinfos` and the members of every tag of
+        `allow_tags`), and the departments those tags bring."""
+        people, parties = self._direct_userids(agent), []
+        for tag_id in self._tag_ids(agent):
+            users, depts = self.tag_members(tag_id)
+            people += users
+            parties += depts
+        return list(dict.fromkeys(people)), list(dict.fromkeys(parties))
+
+    @staticmethod
     def _tops(depts: list[PlatformDepartment]) -> list[PlatformDepartment]:
         """The tops of the visible range: department 1 when the whole corp is visible, else every department
         whose parent is outside the range (a range of several disjoint subtrees has several), lowest id first."""
@@ -402,9 +464,16 @@ class WeComClient(PlatformClient):
     def root_department_ids(self) -> list[str]:
         # A walk starts here: read the range afresh (an admin may have just changed it), and the roots'
         # `get_department` right after reuses this snapshot instead of a minutes-old one.
+        self._tag_depts = []
         tops = self._tops(self._department_snapshot(force=True))
-        if not tops and not self._direct_userids(self._agent()):
-            raise errors.empty_range_error()
+        if not tops:
+            # Only then is the range's own answer needed: departments of its tags that `department/list`
+            # did not include become tops (the platform's list normally includes them).
+            people, parties = self._named_people(self._agent())
+            if parties:
+                tops = self._tops(self._add_tag_departments(parties))
+            if not tops and not people:
+                raise errors.empty_range_error()
         return [d.dept_id for d in tops]
 
     def root_department_id(self) -> str:
@@ -414,11 +483,12 @@ class WeComClient(PlatformClient):
         return tops[0].dept_id
 
     def list_direct_users(self) -> list[PlatformUser]:
-        """Members the range names one by one: `user/list` of a department outside the range is refused
-        (60011), so each is read with `user/get` (in range by being named). Someone deleted or taken out of
-        the range between the two calls (60111 / 60021) is skipped: the sync then deactivates them."""
+        """Members the range names one by one or through a tag: `user/list` of a department outside the range
+        is refused (60011), so each is read with `user/get` (in range by being named). Someone deleted or taken
+        out of the range between the two calls (60111 / 60021) is skipped: the sync then deactivates them."""
         found = []
-        for userid in self._direct_userids(self._agent()):
+        people, _ = self._named_people(self._agent())
+        for userid in people:
             try:
                 found.append(self.get_user(userid))
             except (NotFoundError, PermissionDeniedError):

@@ -65,6 +65,9 @@ CODES: dict[int, _Spec] = {
     40003: (NotFoundError, "成员 userid 无效 (invalid userid)", None),
     60111: (NotFoundError, "成员不存在 (user not found)", None),
     60123: (NotFoundError, "部门不存在 (department not found)", None),
+    # Not in the §7 list; 获取标签成员 (90213) answers it for an unknown tag.
+    40068: (NotFoundError, "标签不存在或已删除：请检查应用可见范围中的标签 (tag not found or deleted: check the "
+                           "tags in the app's visible range)", None),
     # A 45009 block lasts the whole window (1 min / 1 h / 1 day, §8): do not hammer.
     45009: (RateLimitedError, "接口调用频率超限 (WeCom API frequency limit hit)", 60.0),
     45033: (RateLimitedError, "接口并发调用超限 (too many concurrent calls to this WeCom API)", 1.0),
@@ -124,9 +127,9 @@ def bad_response() -> RetryableError:
 
 
 EMPTY_RANGE = (
-    "应用可见范围内没有任何部门：请在企业微信管理后台 → 应用管理 → 本应用 → 可见范围 中添加部门，"
-    "否则同步不到任何成员 (the app's visible range has no departments: add them in the admin console, "
-    "otherwise sync finds no one)"
+    "应用可见范围内没有任何部门、成员或标签：请在企业微信管理后台 → 应用管理 → 本应用 → 可见范围 中添加，"
+    "否则同步不到任何成员 (the app's visible range has no departments, people or tags: add them in the admin "
+    "console, otherwise sync finds no one)"
 )
 
 
