@@ -6,14 +6,15 @@ encrypted events (join, change, leave) at the app over real HTTP; the app stores
 moment the sender had the reply is the latency. Also printed: the callback's own answer time against
 DingTalk's 2.5 s budget.
 
-    .venv/bin/python bench/dingtalk_events.py [--events 150] [--burst 1] [--gap 1.0] [--latency 0.05]
+    .venv/bin/python bench/dingtalk_events.py [--events 150] [--burst 1] [--gap 0.1] [--latency 0.05]
 
-`--burst N` sends N events at once, then waits `--gap` seconds (from the start of the burst) before the
-next one: joins and changes each cost one `user/get`, and the shared limiter admits a fixed number of
-those a second (`DEFAULT_PER_SECOND`), so bursts arriving faster than that on average queue behind the
-limiter whatever the applier does. `--gap 0` sends bursts back to back to show that ceiling; the offered
-rate is printed next to it. Everything (sandbox, app, sender) runs in this one process: the CPU it used
-per event and the load average are printed, since on a busy host the lag is mostly waiting for a core.
+Events go one at a time every `--gap` seconds (0.1 by default: ~7 `user/get` a second, under the limiter);
+`--burst N` sends N events at once every `--gap` seconds (1.0 by default). Joins and changes each cost one
+`user/get`, and the shared limiter admits a fixed number of those a second (`DEFAULT_PER_SECOND`), so events
+arriving faster than that on average queue behind the limiter whatever the applier does. `--gap 0` sends
+back to back to show that ceiling; the offered rate is printed next to it. Everything (sandbox, app,
+sender) runs in this one process: the CPU it used per event and the load average are printed, since on a
+busy host the lag is mostly waiting for a core.
 
 SQLite in a temp directory by default; `CRM_BENCH_DATABASE_URL=postgresql://…` uses that database
 (its schema is migrated; the run adds one sandbox corp and leaves it).
@@ -69,11 +70,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=150)
     parser.add_argument("--burst", type=int, default=1, help="events delivered at once (1 = one after another)")
-    parser.add_argument("--gap", type=float, default=1.0,
-                        help="seconds from the start of one burst to the next (bursts of 2 or more)")
+    parser.add_argument("--gap", type=float, default=None,
+                        help="seconds from the start of one event (or burst) to the next; default 0.1 for single "
+                             "events, 1.0 for bursts")
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--latency", type=float, default=0.05, help="sandbox seconds per API call")
     args = parser.parse_args()
+    if args.gap is None:
+        args.gap = 0.1 if args.burst == 1 else 1.0
 
     tmp = tempfile.mkdtemp(prefix="crm-bench-events-")
     url = os.environ.get("CRM_BENCH_DATABASE_URL") or f"sqlite:///{tmp}/crm.sqlite3"
@@ -135,10 +139,7 @@ def main() -> None:
             for batch in range(0, len(plan), args.burst):
                 burst_started = time.monotonic()
                 list(pool.map(fire, plan[batch:batch + args.burst]))
-                if args.burst == 1:
-                    time.sleep(0.02)
-                else:
-                    time.sleep(max(0.0, args.gap - (time.monotonic() - burst_started)))
+                time.sleep(max(0.0, args.gap - (time.monotonic() - burst_started)))
         fired = time.monotonic() - started
         event_applier(app).wait_idle(120)
         elapsed, cpu = time.monotonic() - started, time.process_time() - cpu_started
@@ -152,8 +153,7 @@ def main() -> None:
     lags = [max(0.0, applied[eid] - returned[eid]) for eid in returned if eid in applied]
     fetching = sum(1 for p in plan if p["EventType"] != "user_leave_org")
     offered = fetching / fired if fired else float("inf")
-    print(f"database: {url.split(':', 1)[0]}, events: {len(plan)}, burst: {args.burst}"
-          f"{'' if args.burst == 1 else f', gap: {args.gap:.2f} s'}, "
+    print(f"database: {url.split(':', 1)[0]}, events: {len(plan)}, burst: {args.burst}, gap: {args.gap:.2f} s, "
           f"sandbox latency: {args.latency * 1000:.0f} ms/call, wall: {elapsed:.1f} s")
     print(f"offered user/get rate: {offered:.1f}/s over {fired:.1f} s of sending"
           f"  → / limiter {DEFAULT_PER_SECOND}/s = {offered / DEFAULT_PER_SECOND:.2f}"
