@@ -395,6 +395,23 @@ def test_rule_editor_can_change_the_trigger_and_the_new_one_is_checked_and_takes
     assert client.patch(f"/api/v1/admin/rules/{rule_id}", json={"trigger": "stage_changed"}).status_code == 403
 
 
+def test_stage_changed_rule_must_name_a_stage_of_the_corp(client, org, database):
+    """A rule waiting for a stage key the corp does not have would never fire: 422 naming params.stage."""
+    f.login(client, org.admin, org.corp)
+    body = {"name": "不存在的阶段", "trigger": "stage_changed", "params": {"stage": "nope"},
+            "actions": [{"type": "create_task", "title": "跟进{客户名称}", "due_in_days": 1}]}
+    resp = client.post("/api/v1/admin/rules", json=body)
+    assert resp.status_code == 422 and "params.stage" in resp.get_json()["error"]["fields"], resp.get_json()
+    assert not [r for r in client.get("/api/v1/admin/rules").get_json()["items"] if r["name"] == "不存在的阶段"]
+
+    created = client.post("/api/v1/admin/rules", json={**body, "params": {"stage": "needs"}})
+    assert created.status_code == 201, created.get_json()
+    rule_id = created.get_json()["id"]
+    resp = client.patch(f"/api/v1/admin/rules/{rule_id}", json={"params": {"stage": "nope"}})
+    assert resp.status_code == 422 and "params.stage" in resp.get_json()["error"]["fields"], resp.get_json()
+    assert client.get(f"/api/v1/admin/rules/{rule_id}").get_json()["params"] == {"stage": "needs"}
+
+
 def test_roles_and_named_people_must_exist_for_rules_and_flows(client, org, database):
     """The console offers the four roles and this corp's people; the API refuses anything else with a 422
     naming the input, instead of storing a rule or step that routes to nobody."""

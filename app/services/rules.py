@@ -563,6 +563,18 @@ def _check_rule_refs(session: so.Session, corp_id: int, actions: list[dict[str, 
                 raise ValidationError("用户不存在 / unknown user", fields={f"actions.{i}.user_ids": "unknown user"})
 
 
+def _check_stage(session: so.Session, corp_id: int, trigger: str, params: dict[str, Any]) -> None:
+    """A stage_changed rule names a stage of this corp: an unknown key would never fire, silently."""
+    key = params.get("stage")
+    if trigger != "stage_changed" or not key:
+        return
+    known = session.execute(sa.select(OpportunityStage.id).where(
+        OpportunityStage.corp_id == corp_id, OpportunityStage.key == key)).scalar()
+    if known is None:
+        raise ValidationError(f"商机阶段不存在：{key} / unknown opportunity stage: {key}",
+                              fields={"params.stage": "unknown stage"})
+
+
 def _unique_rule_name(session: so.Session, corp_id: int, name: str, exclude: int | None) -> None:
     stmt = sa.select(AutomationRule.id).where(AutomationRule.corp_id == corp_id, AutomationRule.name == name)
     if exclude is not None:
@@ -583,6 +595,7 @@ def create_rule(session: so.Session, actor: Actor, data) -> AutomationRule:
     raw = data.model_dump(mode="json", exclude_none=False)
     raw["params"] = {k: v for k, v in raw["params"].items() if v is not None}
     _check_rule_refs(session, actor.corp_id, raw["actions"])
+    _check_stage(session, actor.corp_id, raw["trigger"], raw["params"])
     _unique_rule_name(session, actor.corp_id, data.name, None)
     top = session.execute(sa.select(sa.func.max(AutomationRule.sort_order)).where(
         AutomationRule.corp_id == actor.corp_id)).scalar() or 0
@@ -610,6 +623,7 @@ def update_rule(session: so.Session, actor: Actor, rule_id: int, patch) -> Autom
             raise ValidationError("需要金额阈值 / threshold required", fields={"params.threshold": "required"})
         if trigger == "no_follow_up" and params.get("days") is None:
             raise ValidationError("需要天数 / days required", fields={"params.days": "required"})
+        _check_stage(session, actor.corp_id, trigger, params)
     _check_rule_refs(session, actor.corp_id, raw.get("actions") or [])
     if raw.get("name"):
         _unique_rule_name(session, actor.corp_id, raw["name"], rule.id)
