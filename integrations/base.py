@@ -143,7 +143,7 @@ class OrgEvent:
     """An address-book change pushed by the platform, already decrypted and verified."""
 
     event_id: str  # for de-duplication of repeated deliveries
-    kind: str  # user_upsert | user_leave | user_rename | dept_upsert | dept_remove
+    kind: str  # user_upsert | user_leave | user_rename | user_recheck | dept_upsert | dept_remove
     # user_rename: `user_ids` is (new userid, old userid), the new one first so that later events about the
     # person (which name the new id) queue behind it.
     user_ids: tuple[str, ...] = ()

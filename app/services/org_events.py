@@ -31,8 +31,15 @@ log = logging.getLogger(__name__)
 
 USER_UPSERT, USER_LEAVE, DEPT_UPSERT, DEPT_REMOVE = "user_upsert", "user_leave", "dept_upsert", "dept_remove"
 USER_RENAME = "user_rename"  # user_ids = (new userid, old userid)
-KINDS = (USER_UPSERT, USER_LEAVE, USER_RENAME, DEPT_UPSERT, DEPT_REMOVE)
-FETCHING = (USER_UPSERT, USER_RENAME, DEPT_UPSERT)  # kinds that ask the platform (and may add departments)
+# A change to the visible range that names people and departments without saying whether they are in it
+# now (a WeCom tag gained or lost members): each is asked; people no longer visible leave.
+USER_RECHECK = "user_recheck"
+KINDS = (USER_UPSERT, USER_LEAVE, USER_RENAME, USER_RECHECK, DEPT_UPSERT, DEPT_REMOVE)
+# kinds that ask the platform (and may add departments)
+FETCHING = (USER_UPSERT, USER_RENAME, USER_RECHECK, DEPT_UPSERT)
+# PermissionDeniedError codes that mean "outside the visible range" (WeCom 60011, 60021), as opposed to
+# the app losing an API (48002), which must not make everyone leave.
+OUT_OF_RANGE_CODES = frozenset({"60011", "60021"})
 MAX_ANCESTORS = 64
 
 
@@ -45,6 +52,8 @@ class OrgChange:
     departments: list[PlatformDepartment] = field(default_factory=list)
     gone_departments: list[str] = field(default_factory=list)
     renames: list[tuple[str, str]] = field(default_factory=list)  # (old userid, new userid)
+    # Departments whose members were not listed: the nightly full sync brings them in or out.
+    members_deferred: list[str] = field(default_factory=list)
 
 
 def known_department_ids(session: so.Session, corp_pk: int) -> set[str]:
@@ -90,6 +99,8 @@ def fetch_change(client: PlatformClient, kind: str, user_ids: Iterable[str], dep
             except NotFoundError:
                 change.gone_users.append(userid)
         _with_ancestors(client, [d for u in change.users for d in u.department_ids], known_depts, change)
+    elif kind == USER_RECHECK:
+        _recheck(client, user_ids, dept_ids, known_depts, change)
     elif kind == USER_LEAVE:
         change.gone_users.extend(dict.fromkeys(user_ids))
     elif kind == DEPT_UPSERT:
@@ -104,6 +115,31 @@ def fetch_change(client: PlatformClient, kind: str, user_ids: Iterable[str], dep
     else:
         raise ValueError(f"unknown org event kind {kind!r}")
     return change
+
+
+def _recheck(client: PlatformClient, user_ids: Iterable[str], dept_ids: Iterable[str], known_depts: set[str],
+             change: OrgChange) -> None:
+    for userid in dict.fromkeys(user_ids):
+        try:
+            change.users.append(client.get_user(userid))
+        except NotFoundError:
+            change.gone_users.append(userid)  # left, or out of the range (the sandbox answers 60111)
+        except PermissionDeniedError as exc:
+            if exc.code not in OUT_OF_RANGE_CODES:
+                raise
+            change.gone_users.append(userid)
+    for dept_id in dict.fromkeys(dept_ids):
+        try:
+            change.departments.append(client.get_department(dept_id))
+        except (NotFoundError, PermissionDeniedError):
+            # Out of the range now. Kept: it may still be visible otherwise, and a tag event is no
+            # proof it was deleted; the nightly sync settles it.
+            pass
+        # Members are not listed here: a department's people (and its subtree's) are not among the
+        # event's ordering keys, so a read of them could overwrite a later leave of one of them.
+        change.members_deferred.append(dept_id)
+    _with_ancestors(client, [d.parent_id for d in change.departments if d.parent_id]
+                    + [d for u in change.users for d in u.department_ids], known_depts, change)
 
 
 class _Prefetched:
@@ -144,6 +180,8 @@ def _asks(kind: str, user_ids: Sequence[str], dept_ids: Sequence[str]) -> tuple[
         return list(user_ids), []
     if kind == USER_RENAME:
         return list(user_ids[:1]), []
+    if kind == USER_RECHECK:
+        return list(user_ids), list(dept_ids)
     if kind == DEPT_UPSERT:
         return [], list(dept_ids)
     return [], []
@@ -209,6 +247,8 @@ def apply_change(session: so.Session, corp: Corp, change: OrgChange) -> dict[str
         if gone:
             apply_departments(session, corp.id, [], None)  # children of a removed department: new paths
         summary["removed_departments"] = [d.platform_dept_id for d in gone]
+    if change.members_deferred:
+        summary["members_left_to_full_sync"] = list(change.members_deferred)
     session.flush()
     return summary
 

@@ -21,6 +21,8 @@ _KINDS = {
     "create_party": "dept_upsert",
     "update_party": "dept_upsert",
     "delete_party": "dept_remove",
+    # A tag of the visible range gained or lost members: who is in range now is asked, not inferred.
+    "update_tag": "user_recheck",
 }
 
 
@@ -28,8 +30,14 @@ def _fingerprint(fields: dict[str, str]) -> str:
     return hashlib.sha1(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:20]
 
 
+def _items(*values: str | None) -> tuple[str, ...]:
+    """Comma lists ("a,b,,c") joined, trimmed and de-duplicated in order."""
+    return tuple(dict.fromkeys(i.strip() for v in values for i in str(v or "").split(",") if i.strip()))
+
+
 def org_event(fields: dict[str, str]) -> OrgEvent | None:
-    """A `change_contact` event as an `OrgEvent`; None for anything else (tags, other events).
+    """A `change_contact` event as an `OrgEvent`; None for anything else (other events, a tag change that
+    names nobody).
 
     Only ids are taken: events for Contacts-Sync URLs set after 2022-08-15 are slimmed to ids anyway
     (§5.5), so the applier re-reads the person or department through the API.
@@ -41,6 +49,14 @@ def org_event(fields: dict[str, str]) -> OrgEvent | None:
     if kind is None:
         return None
     event_id = f"wecom:{change}:{fields.get('CreateTime', '')}:{_fingerprint(fields)}"
+    if kind == "user_recheck":
+        # Added and removed alike: being named by a tag is one way into the range among several, so
+        # only the platform can say whether each person is still in it.
+        user_ids = _items(fields.get("AddUserItems"), fields.get("DelUserItems"))
+        dept_ids = _items(fields.get("AddPartyItems"), fields.get("DelPartyItems"))
+        if not (user_ids or dept_ids):
+            return None
+        return OrgEvent(event_id=event_id, kind=kind, user_ids=user_ids, dept_ids=dept_ids, raw=dict(fields))
     if kind in {"user_upsert", "user_leave"}:
         userid = fields.get("UserID")
         new_userid = fields.get("NewUserID") if change == "update_user" else None

@@ -1,5 +1,5 @@
 """Shared set-up for tests that run the app against the WeCom sandbox over real HTTP: settings pointing at
-the sandbox, a bound sandbox app, its client and a full sync."""
+the sandbox, a bound sandbox app, its client and a full sync, and the sandbox's visible range and tags."""
 
 from __future__ import annotations
 
@@ -32,3 +32,21 @@ def client(database, wsettings, corp_pk):
 
 def sync(database, wsettings, corp_pk):
     return full_sync(database, corp_pk, client(database, wsettings, corp_pk), threads=4)
+
+
+def set_range(http, server, sbx, *, partys=(), users=(), tags=()) -> None:
+    """The app's visible range: department subtrees, people named one by one, tags."""
+    resp = http.post(f"{server.url}/sandbox/wecom/config",
+                     json={"corpId": sbx.corp.corp_id, "allowPartys": list(partys), "allowUsers": list(users),
+                           "allowTags": list(tags)})
+    assert resp.status_code == 200, resp.text
+
+
+def put_tag(http, server, sbx, users, parties, *, tagid=None, name="重点客户组") -> dict:
+    """Create a sandbox tag, or replace its members (`tagid`); the sandbox's answer (`tag`, `event`)."""
+    body = {"corpId": sbx.corp.corp_id, "tagname": name, "userlist": list(users), "partylist": list(parties)}
+    if tagid is not None:
+        body["tagid"] = tagid
+    resp = http.post(f"{server.url}/sandbox/wecom/tags", json=body)
+    assert resp.status_code == 201, resp.text
+    return resp.json()

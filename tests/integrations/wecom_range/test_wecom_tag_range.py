@@ -7,16 +7,12 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
 import responses
 import sqlalchemy as sa
 
 from app.errors import Forbidden
 from app.services.sign_in_wecom import sign_in_with_wecom
 from integrations.base import NotFoundError, PermissionDeniedError, RateLimitedError
-from integrations.sandbox import SandboxServer
-from integrations.sandbox.wecom_api import create_wecom_blueprint
-from integrations.sandbox.wecom_state import WeComWorld
 from integrations.wecom import errors
 from integrations.wecom.client import WeComClient, WeComCredentials
 from models.audit import AuditLog
@@ -25,74 +21,7 @@ from models.org import Corp, Department, User
 from models.platform import SyncStatus
 from tests import factories
 from tests.integrations import wecom_binding
-
-# Seed 11: 华北大区 (7) under 销售部 (3) with 北京一组 (8) and 天津组 (9); user0012 sits in 财务部 (17) and
-# user0013 in 人事行政部 (18), both outside that subtree and in different departments.
-TAG_DEPT = 7
-SUBTREE = {7, 8, 9}
-PEOPLE = ["user0012", "user0013"]
-
-
-@pytest.fixture
-def world():
-    return WeComWorld(seed=11, users=40)
-
-
-@pytest.fixture
-def server(world):
-    with SandboxServer(extra_blueprints=(create_wecom_blueprint(world),)) as srv:
-        yield srv
-
-
-@pytest.fixture
-def sbx(world):
-    return world.app()
-
-
-@pytest.fixture
-def http():
-    s = requests.Session()
-    s.trust_env = False
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def wsettings(settings, server):
-    return wecom_binding.wecom_settings(settings, server)
-
-
-@pytest.fixture
-def corp_pk(database, wsettings, sbx):
-    return wecom_binding.bind(database, wsettings, sbx)
-
-
-def _put_tag(http, server, sbx, users, parties, *, tagid=None, name="重点客户组"):
-    body = {"corpId": sbx.corp.corp_id, "tagname": name, "userlist": list(users), "partylist": list(parties)}
-    if tagid is not None:
-        body["tagid"] = tagid
-    resp = http.post(f"{server.url}/sandbox/wecom/tags", json=body)
-    assert resp.status_code == 201, resp.text
-    return resp.json()["tag"]["tagid"]
-
-
-def _set_range(http, server, sbx, *, partys=(), users=(), tags=()):
-    resp = http.post(f"{server.url}/sandbox/wecom/config",
-                     json={"corpId": sbx.corp.corp_id, "allowPartys": list(partys), "allowUsers": list(users),
-                           "allowTags": list(tags)})
-    assert resp.status_code == 200, resp.text
-
-
-@pytest.fixture
-def tag_range(http, server, sbx):
-    """The app sees one tag: two people from different departments and the 华北大区 subtree."""
-    tagid = _put_tag(http, server, sbx, PEOPLE, [TAG_DEPT])
-    _set_range(http, server, sbx, tags=[tagid])
-    return tagid
-
-
-def _in_subtree(sbx) -> set[str]:
-    return {u.userid for u in sbx.corp.users.values() if set(u.dept_ids) & SUBTREE}
+from tests.integrations.wecom_range.seed11 import PEOPLE, SUBTREE, TAG_DEPT, in_subtree
 
 
 def _rows(database, corp_pk):
@@ -113,7 +42,7 @@ def _calls(http, server) -> dict[str, int]:
 
 def test_a_tag_only_range_syncs_exactly_its_people_and_subtree(database, wsettings, corp_pk, sbx, server, http,
                                                                 tag_range):
-    assert not set(PEOPLE) & _in_subtree(sbx)
+    assert not set(PEOPLE) & in_subtree(sbx)
     assert {d for p in PEOPLE for d in sbx.corp.users[p].dept_ids}.isdisjoint(SUBTREE)
     client = wecom_binding.client(database, wsettings, corp_pk)
     report = client.test_connection()
@@ -125,7 +54,7 @@ def test_a_tag_only_range_syncs_exactly_its_people_and_subtree(database, wsettin
     assert run.status == SyncStatus.SUCCEEDED and run.deactivated == 0
     users, depts = _rows(database, corp_pk)
     assert depts == {str(d) for d in SUBTREE}
-    assert set(users) == _in_subtree(sbx) | set(PEOPLE) and len(users) < len(sbx.corp.users)
+    assert set(users) == in_subtree(sbx) | set(PEOPLE) and len(users) < len(sbx.corp.users)
     assert all(u.active for u in users.values())
     # The people named by the tag have no department of ours: theirs are outside the range.
     assert all(users[p].main_department_id is None for p in PEOPLE)
@@ -143,12 +72,12 @@ def test_a_person_removed_from_the_tag_leaves_with_handover(database, wsettings,
         owned = [factories.customer(s, corp, owner).id for _ in range(2)]
         owner_pk = owner.id
 
-    _put_tag(http, server, sbx, [stays], [TAG_DEPT], tagid=tag_range)  # the admin takes them off the tag
+    wecom_binding.put_tag(http, server, sbx, [stays], [TAG_DEPT], tagid=tag_range)  # the admin takes them off the tag
     run = wecom_binding.sync(database, wsettings, corp_pk)
     assert run.status == SyncStatus.SUCCEEDED and run.deactivated == 1
     users, _ = _rows(database, corp_pk)
     assert users[leaver].active is False and users[leaver].left_at is not None
-    assert {uid for uid, u in users.items() if u.active} == _in_subtree(sbx) | {stays}
+    assert {uid for uid, u in users.items() if u.active} == in_subtree(sbx) | {stays}
     with database.session() as s:
         customers = s.execute(sa.select(Customer).where(Customer.id.in_(owned))).scalars().all()
         assert all(c.owner_id != owner_pk for c in customers)  # to a leader or the public pool
@@ -158,14 +87,14 @@ def test_a_person_removed_from_the_tag_leaves_with_handover(database, wsettings,
 
 
 def test_range_of_departments_people_and_a_tag_is_their_union(database, wsettings, corp_pk, sbx, server, http):
-    tagid = _put_tag(http, server, sbx, ["user0013"], [TAG_DEPT])
-    _set_range(http, server, sbx, partys=[17], users=["user0011"], tags=[tagid])
+    tagid = wecom_binding.put_tag(http, server, sbx, ["user0013"], [TAG_DEPT])["tag"]["tagid"]
+    wecom_binding.set_range(http, server, sbx, partys=[17], users=["user0011"], tags=[tagid])
     run = wecom_binding.sync(database, wsettings, corp_pk)
     assert run.status == SyncStatus.SUCCEEDED
     users, depts = _rows(database, corp_pk)
     assert depts == {str(d) for d in SUBTREE | {17}}
     in_17 = {u.userid for u in sbx.corp.users.values() if 17 in u.dept_ids}
-    assert set(users) == _in_subtree(sbx) | in_17 | {"user0011", "user0013"}
+    assert set(users) == in_subtree(sbx) | in_17 | {"user0011", "user0013"}
 
 
 # ----------------------------------------------------------------------------- the sandbox's answers
@@ -182,14 +111,14 @@ def test_sandbox_answers_the_tag_range(world, sbx, server, http, tag_range):
     # department/list ("应用可见范围内的部门") includes the tag's departments with their subtrees.
     assert {d["id"] for d in client.get("department/list")["department"]} == SUBTREE
     assert client.get_user(PEOPLE[0]).userid == PEOPLE[0]
-    assert client.get_user(next(iter(_in_subtree(sbx)))).active
+    assert client.get_user(next(iter(in_subtree(sbx)))).active
     with pytest.raises(NotFoundError):
         client.get_user("user0011")  # 客户成功部: not in the range
     with pytest.raises(PermissionDeniedError):
         client.list_department_users("17")
 
     # A tag outside the range answers only the members inside it (90213: "返回列表仅包含应用可见范围的成员").
-    other = _put_tag(http, server, sbx, ["user0011", PEOPLE[1]], [17, 8], name="其他")
+    other = wecom_binding.put_tag(http, server, sbx, ["user0011", PEOPLE[1]], [17, 8], name="其他")["tag"]["tagid"]
     cut = client.get("tag/get", tagid=other)
     assert cut["userlist"] == [{"userid": PEOPLE[1], "name": sbx.corp.users[PEOPLE[1]].name}]
     assert cut["partylist"] == [8]

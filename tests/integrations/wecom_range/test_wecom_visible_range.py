@@ -15,8 +15,6 @@ from app import create_app
 from app.callbacks.dingtalk import event_applier
 from app.callbacks.wecom import card_pool
 from integrations.base import NotFoundError, PermissionDeniedError
-from integrations.sandbox import SandboxServer
-from integrations.sandbox.wecom_api import create_wecom_blueprint
 from integrations.sandbox.wecom_events import change_contact, deliver
 from integrations.sandbox.wecom_state import WeComWorld
 from integrations.wecom.client import WeComClient, WeComCredentials
@@ -31,41 +29,6 @@ from tests.integrations import wecom_binding
 # Seed 11: 华东大区 (4) and 华北大区 (7) sit under 销售部 (3), which is not visible; 财务部 (17) under the
 # corp root (1), which is not visible either. Three subtrees, three roots.
 RANGE = [4, 7, 17]
-
-
-@pytest.fixture
-def world():
-    # Per test: renames and range changes must not leak into the next test.
-    return WeComWorld(seed=11, users=40)
-
-
-@pytest.fixture
-def server(world):
-    with SandboxServer(extra_blueprints=(create_wecom_blueprint(world),)) as srv:
-        yield srv
-
-
-@pytest.fixture
-def sbx(world):
-    return world.app()
-
-
-@pytest.fixture
-def http():
-    s = requests.Session()
-    s.trust_env = False
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def wsettings(settings, server):
-    return wecom_binding.wecom_settings(settings, server)
-
-
-@pytest.fixture
-def corp_pk(database, wsettings, sbx):
-    return wecom_binding.bind(database, wsettings, sbx)
 
 
 _client = wecom_binding.client
@@ -85,12 +48,6 @@ def _outsider(sbx, visible: set[int]) -> str:
     """Someone none of whose departments is visible: reachable only by being named in the range."""
     return next(u.userid for u in sorted(sbx.corp.users.values(), key=lambda u: u.userid)
                 if not set(u.dept_ids) & visible)
-
-
-def _set_range(http, server, sbx, partys, users=()):
-    resp = http.post(f"{server.url}/sandbox/wecom/config",
-                     json={"corpId": sbx.corp.corp_id, "allowPartys": list(partys), "allowUsers": list(users)})
-    assert resp.status_code == 200, resp.text
 
 
 def _rows(database, corp_pk):
@@ -113,7 +70,7 @@ def _rows(database, corp_pk):
 def test_full_sync_walks_every_top_of_a_disjoint_range(database, wsettings, corp_pk, sbx, server, http):
     visible = set().union(*(_subtree(sbx, d) for d in RANGE))
     named = _outsider(sbx, visible)
-    _set_range(http, server, sbx, RANGE, [named])
+    wecom_binding.set_range(http, server, sbx, partys=RANGE, users=[named])
     client = _client(database, wsettings, corp_pk)
 
     report = client.test_connection()
@@ -148,7 +105,7 @@ def test_full_sync_walks_every_top_of_a_disjoint_range(database, wsettings, corp
     assert members == expected
 
     # Narrow the range to one subtree and drop the named person: the rest leaves with the next sync.
-    _set_range(http, server, sbx, [4])
+    wecom_binding.set_range(http, server, sbx, partys=[4])
     run = _sync(database, wsettings, corp_pk)
     assert run.status == SyncStatus.SUCCEEDED
     users, depts, _ = _rows(database, corp_pk)
@@ -160,7 +117,7 @@ def test_full_sync_walks_every_top_of_a_disjoint_range(database, wsettings, corp
 
 def test_a_range_of_named_people_only_syncs_them(database, wsettings, corp_pk, sbx, server, http):
     named = sorted(sbx.corp.users)[:2]
-    _set_range(http, server, sbx, [], named)
+    wecom_binding.set_range(http, server, sbx, partys=[], users=named)
     run = _sync(database, wsettings, corp_pk)
     assert run.status == SyncStatus.SUCCEEDED
     users, depts, members = _rows(database, corp_pk)
