@@ -6,17 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 from app import create_app
-from app.callbacks.dingtalk import event_applier
 from app.callbacks.wecom import card_pool
 from app.schemas_approvals import FlowIn, SubmitIn
 from app.services import approval_flows, approvals
@@ -217,24 +214,8 @@ def test_sync_with_empty_visible_range_fails_with_a_clear_cause(database, wsetti
 @pytest.fixture
 def live(database, wsettings, corp_pk, sbx, server):
     _sync(database, wsettings, corp_pk)
-    app = create_app(wsettings, database=database)
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{httpd.server_port}/callbacks/wecom/{sbx.corp.corp_id}"
-    saved = requests.post(f"{server.url}/sandbox/wecom/callback", json={"corpId": sbx.corp.corp_id, "url": url},
-                          timeout=5)
-    assert saved.status_code == 200, saved.text  # URL verification passed
-    yield app, url
-    event_applier(app).stop()
-    card_pool(app).shutdown(wait=True)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
-
-
-def _settle(app) -> None:
-    assert event_applier(app).wait_idle(20), "events were not applied"
+    with wecom_binding.serve_callbacks(database, wsettings, sbx, server) as served:
+        yield served
 
 
 def test_address_book_events_are_applied(database, corp_pk, sbx, server, live):
@@ -245,11 +226,11 @@ def test_address_book_events_are_applied(database, corp_pk, sbx, server, live):
     new_dept = str(dept["department"]["id"])
     # One event at a time: two appliers (another app object's sweeper in this process) applying a new
     # department and a member of it at once can both insert the department (see the report).
-    _settle(app)
+    wecom_binding.settle(app)
     made = requests.post(f"{base}/users", json={"name": "新同事", "department": [int(new_dept)],
                                                  "userid": "newhire1"}, timeout=10).json()
     assert made["event"]["accepted"] and made["event"]["status"] == 200
-    _settle(app)
+    wecom_binding.settle(app)
     with database.session() as s:
         user = _user(s, corp_pk, "newhire1")
         assert user is not None and user.name == "新同事" and user.active
@@ -257,12 +238,12 @@ def test_address_book_events_are_applied(database, corp_pk, sbx, server, live):
                                                           Department.platform_dept_id == new_dept)).scalar()
         assert name == "西南大区"
     requests.patch(f"{base}/users/newhire1", json={"name": "新同事（改名）"}, timeout=10)
-    _settle(app)
+    wecom_binding.settle(app)
     with database.session() as s:
         assert _user(s, corp_pk, "newhire1").name == "新同事（改名）"
     requests.delete(f"{base}/users/newhire1", timeout=10)
     requests.delete(f"{base}/departments/{new_dept}", timeout=10)
-    _settle(app)
+    wecom_binding.settle(app)
     with database.session() as s:
         assert _user(s, corp_pk, "newhire1").active is False
         assert s.execute(sa.select(Department.id).where(Department.corp_id == corp_pk,
@@ -275,7 +256,7 @@ def test_redelivered_event_is_stored_once_and_bad_signatures_leave_no_trace(data
     first = deliver(sbx, url, fields)
     second = deliver(sbx, url, fields)  # WeCom's retry: identical XML
     assert first["accepted"] and second["accepted"]
-    _settle(app)
+    wecom_binding.settle(app)
     with database.session() as s:
         rows = s.execute(sa.select(PlatformEvent).where(PlatformEvent.corp_id == corp_pk)).scalars().all()
     assert len(rows) == 1

@@ -5,16 +5,9 @@ PostgreSQL; plus the event parsing and the batch prefetch on their own."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-import requests
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
-from app import create_app
-from app.callbacks.dingtalk import event_applier
-from app.callbacks.wecom import card_pool
 from app.services import org_events
 from integrations.base import NotFoundError, PermissionDeniedError, PlatformDepartment, PlatformUser
 from integrations.sandbox.wecom_events import change_contact, deliver
@@ -32,29 +25,13 @@ from tests.integrations.wecom_range.seed11 import OUTSIDER, PEOPLE, SUBTREE, TAG
 def live(database, wsettings, corp_pk, sbx, server, tag_range):
     """Synced once, then the app answers callbacks and the sandbox's URL points at it."""
     wecom_binding.sync(database, wsettings, corp_pk)
-    app = create_app(wsettings, database=database)
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{httpd.server_port}/callbacks/wecom/{sbx.corp.corp_id}"
-    saved = requests.post(f"{server.url}/sandbox/wecom/callback", json={"corpId": sbx.corp.corp_id, "url": url},
-                          timeout=5)
-    assert saved.status_code == 200, saved.text
-    yield app, url
-    event_applier(app).stop()
-    card_pool(app).shutdown(wait=True)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+    with wecom_binding.serve_callbacks(database, wsettings, sbx, server) as served:
+        yield served
 
 
 def live_tag(sbx) -> int:
     (tagid,) = sbx.allow_tags
     return tagid
-
-
-def _settle(app) -> None:
-    assert event_applier(app).wait_idle(20), "events were not applied"
 
 
 def _users(database, corp_pk) -> dict[str, tuple[int, bool]]:
@@ -102,7 +79,7 @@ def test_a_person_added_to_the_tag_comes_into_range(database, corp_pk, sbx, serv
     assert OUTSIDER not in _users(database, corp_pk)
     sent = wecom_binding.put_tag(http, server, sbx, [*PEOPLE, OUTSIDER], [TAG_DEPT], tagid=live_tag(sbx))["event"]
     assert sent["accepted"] and sent["changeType"] == "update_tag"
-    _settle(app)
+    wecom_binding.settle(app)
     users = _users(database, corp_pk)
     assert users[OUTSIDER][1] is True
     (event,) = _tag_events(database, corp_pk)
@@ -118,7 +95,7 @@ def test_a_person_taken_off_the_tag_leaves_with_handover(database, corp_pk, sbx,
     owner_pk, owned = _give_customers(database, corp_pk, leaver)
     sent = wecom_binding.put_tag(http, server, sbx, [stays], [TAG_DEPT], tagid=live_tag(sbx))["event"]
     assert sent["accepted"]
-    _settle(app)
+    wecom_binding.settle(app)
     users = _users(database, corp_pk)
     assert users[leaver] == (owner_pk, False) and users[stays][1] is True
     assert len(_handed_over(database, owner_pk, owned)) == 1
@@ -131,10 +108,10 @@ def test_off_the_tag_but_inside_a_range_department_stays(database, corp_pk, sbx,
     app, _ = live
     insider = sorted(in_subtree(sbx))[0]  # a member of 华北大区's subtree, then also named by the tag
     wecom_binding.put_tag(http, server, sbx, [*PEOPLE, insider], [TAG_DEPT], tagid=live_tag(sbx))
-    _settle(app)
+    wecom_binding.settle(app)
     owner_pk, owned = _give_customers(database, corp_pk, insider, n=1)
     wecom_binding.put_tag(http, server, sbx, PEOPLE, [TAG_DEPT], tagid=live_tag(sbx))
-    _settle(app)
+    wecom_binding.settle(app)
     assert _users(database, corp_pk)[insider] == (owner_pk, True)
     added, removed = _tag_events(database, corp_pk)
     assert added.state == removed.state == EventState.APPLIED and removed.payload["user_ids"] == [insider]
@@ -148,7 +125,7 @@ def test_someone_never_had_and_outside_the_range_changes_nothing(database, corp_
     # A tag outside the range gains the outsider (WeCom still tells us), then a removal we never saw added.
     wecom_binding.put_tag(http, server, sbx, [OUTSIDER], [], name="其他标签")
     assert deliver(sbx, url, change_contact(sbx, "update_tag", TagId=live_tag(sbx), DelUserItems=OUTSIDER))["accepted"]
-    _settle(app)
+    wecom_binding.settle(app)
     assert _users(database, corp_pk) == before
     events = _tag_events(database, corp_pk)
     assert len(events) == 2 and all(e.state == EventState.APPLIED and e.error is None for e in events)
@@ -162,7 +139,7 @@ def test_a_redelivered_tag_event_is_applied_once(database, corp_pk, sbx, server,
     wecom_binding.put_tag(http, server, sbx, PEOPLE[1:], [TAG_DEPT], tagid=live_tag(sbx))  # changed with no event sent
     fields = change_contact(sbx, "update_tag", TagId=live_tag(sbx), DelUserItems=leaver)
     assert deliver(sbx, url, fields)["accepted"] and deliver(sbx, url, fields)["accepted"]  # WeCom's retry
-    _settle(app)
+    wecom_binding.settle(app)
     (event,) = _tag_events(database, corp_pk)
     assert event.state == EventState.APPLIED and event.attempts == 1
     assert _users(database, corp_pk)[leaver] == (owner_pk, False)
@@ -182,10 +159,10 @@ def test_out_of_range_refusal_is_a_leave_but_a_lost_api_is_not(database, corp_pk
 
     fault(48002)
     assert deliver(sbx, url, change_contact(sbx, "update_tag", TagId=live_tag(sbx), DelUserItems=stays))["accepted"]
-    _settle(app)
+    wecom_binding.settle(app)
     fault(60011)
     assert deliver(sbx, url, change_contact(sbx, "update_tag", TagId=live_tag(sbx), DelUserItems=leaver))["accepted"]
-    _settle(app)
+    wecom_binding.settle(app)
     users = _users(database, corp_pk)
     assert users[stays][1] is True and users[leaver][1] is False
     failed, applied = _tag_events(database, corp_pk)
@@ -198,7 +175,7 @@ def test_a_department_added_to_the_tag_is_read_and_its_members_wait_for_the_full
     app, _ = live
     finance = {u.userid for u in sbx.corp.users.values() if 17 in u.dept_ids}
     wecom_binding.put_tag(http, server, sbx, PEOPLE, [TAG_DEPT, 17], tagid=live_tag(sbx))
-    _settle(app)
+    wecom_binding.settle(app)
     (event,) = _tag_events(database, corp_pk)
     assert event.state == EventState.APPLIED and event.payload["dept_ids"] == ["17"]
     assert "17" in _depts(database, corp_pk)
@@ -209,7 +186,7 @@ def test_a_department_added_to_the_tag_is_read_and_its_members_wait_for_the_full
     assert finance <= set(_users(database, corp_pk))
     # Taken off the tag again: the department stays until a full sync says otherwise.
     wecom_binding.put_tag(http, server, sbx, PEOPLE, [TAG_DEPT], tagid=live_tag(sbx))
-    _settle(app)
+    wecom_binding.settle(app)
     assert "17" in _depts(database, corp_pk) and _tag_events(database, corp_pk)[-1].state == EventState.APPLIED
 
 

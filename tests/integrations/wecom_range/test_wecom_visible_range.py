@@ -4,16 +4,10 @@ the app's callback endpoint live, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import requests
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
-from app import create_app
-from app.callbacks.dingtalk import event_applier
-from app.callbacks.wecom import card_pool
 from integrations.base import NotFoundError, PermissionDeniedError
 from integrations.sandbox.wecom_events import change_contact, deliver
 from integrations.sandbox.wecom_state import WeComWorld
@@ -183,24 +177,8 @@ def test_update_user_with_new_userid_is_a_rename_event():
 @pytest.fixture
 def live(database, wsettings, corp_pk, sbx, server):
     _sync(database, wsettings, corp_pk)
-    app = create_app(wsettings, database=database)
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{httpd.server_port}/callbacks/wecom/{sbx.corp.corp_id}"
-    saved = requests.post(f"{server.url}/sandbox/wecom/callback", json={"corpId": sbx.corp.corp_id, "url": url},
-                          timeout=5)
-    assert saved.status_code == 200, saved.text
-    yield app, url
-    event_applier(app).stop()
-    card_pool(app).shutdown(wait=True)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
-
-
-def _settle(app) -> None:
-    assert event_applier(app).wait_idle(20), "events were not applied"
+    with wecom_binding.serve_callbacks(database, wsettings, sbx, server) as served:
+        yield served
 
 
 def _give_customer(database, corp_pk, userid) -> tuple[int, int]:
@@ -217,7 +195,7 @@ def test_changed_userid_renames_the_same_person(database, wsettings, corp_pk, sb
     resp = requests.patch(f"{server.url}/sandbox/wecom/corps/{sbx.corp.corp_id}/users/user0005",
                           json={"newUserid": "zhao.liu"}, timeout=10)
     assert resp.status_code == 200 and resp.json()["event"]["accepted"]
-    _settle(app)
+    wecom_binding.settle(app)
     users, _, members = _rows(database, corp_pk)
     assert "user0005" not in users and users["zhao.liu"][:2] == (user_pk, True)
     assert {int(d) for uid, d in members if uid == "zhao.liu"} == depts_before
@@ -246,13 +224,13 @@ def test_rename_after_a_duplicate_was_made_keeps_the_original_row(database, wset
     for old, (new, _) in cases.items():
         assert requests.patch(f"{base}/{old}", json={"newUserid": new}, timeout=10).status_code == 200
         assert deliver(sbx, url, change_contact(sbx, "update_user", UserID=new))["accepted"]
-    _settle(app)
+    wecom_binding.settle(app)
     users, _, _ = _rows(database, corp_pk)
     assert {"sun.qi", "zhou.ba", "user0006", "user0007"} <= set(users)
     _give_customer(database, corp_pk, "zhou.ba")  # the duplicate gets work of its own
     for old, (new, _) in cases.items():
         assert deliver(sbx, url, change_contact(sbx, "update_user", UserID=old, NewUserID=new))["accepted"]
-    _settle(app)
+    wecom_binding.settle(app)
     users, _, _ = _rows(database, corp_pk)
     assert "user0006" not in users and users["sun.qi"][0] == owners["user0006"][0]
     assert users["user0007"][0] == owners["user0007"][0] and "zhou.ba" in users
