@@ -113,13 +113,22 @@ def claim(session: so.Session, *, owner: str, now: datetime, lease_seconds: floa
     in-process worker, where neither lock is needed. Commit to make the lease visible.
     """
     postgres = session.get_bind().dialect.name == "postgresql"
-    seed = session.execute(
-        sa.select(OutboxItem.corp_id, OutboxItem.recipient_user_id)
-        .where(_claimable(now))
-        .order_by(OutboxItem.next_attempt_at)
-        .limit(scan)
-    ).all()
-    candidates = list(dict.fromkeys((r.corp_id, r.recipient_user_id) for r in seed))
+    # Due pending rows and rows whose lease ran out, read apart: each is an ordered range of the
+    # (state, next_attempt_at) index that stops after `scan` rows. Asked as one OR, PostgreSQL read every due
+    # row and sorted them (100,000 due: 20 ms with two parallel workers, against 0.9 ms for the two reads).
+    seed = [
+        row
+        for state, due in ((OutboxState.PENDING, OutboxItem.next_attempt_at <= now),
+                           (OutboxState.SENDING, OutboxItem.lease_until < now))
+        for row in session.execute(
+            sa.select(OutboxItem.next_attempt_at, OutboxItem.corp_id, OutboxItem.recipient_user_id)
+            .where(OutboxItem.state == state, due)
+            .order_by(OutboxItem.next_attempt_at)
+            .limit(scan)
+        ).all()
+    ]
+    seed.sort(key=lambda r: r.next_attempt_at)
+    candidates = list(dict.fromkeys((r.corp_id, r.recipient_user_id) for r in seed[:scan]))
     if postgres:
         # The most overdue half keeps its place; the rest is shuffled to spread concurrent workers.
         head, tail = candidates[:max_recipients // 2], candidates[max_recipients // 2:]
