@@ -219,19 +219,24 @@ def budget(session: so.Session, corp: Corp, now: datetime) -> Budget:
     local = local_now(corp, now)
     usage = month_usage(session, corp, now)
     used = sum(count for family, count in usage.items() if family in COUNTED_FAMILIES)
-    day = local.strftime("%Y-%m-%d")
-    sent_today = session.execute(
-        sa.select(sa.func.count()).select_from(Delivery).where(Delivery.corp_id == corp.id, Delivery.local_day == day)
-    ).scalar_one()
+    # Today's sends are a range of (corp_id, sent_at): by `local_day` PostgreSQL walked every delivery the
+    # corp ever had (that index leads with the recipient), a cost that grew each month.
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    sent_today = session.execute(
+        sa.select(sa.func.count()).select_from(Delivery)
+        .where(Delivery.corp_id == corp.id, Delivery.sent_at >= midnight)
+    ).scalar_one()
+    # A send is read back within 23 hours of leaving (poll_results), so today's reads are of sends since
+    # yesterday's midnight; the bound keeps this a range too.
     polled_today = session.execute(
         sa.select(sa.func.count()).select_from(Delivery)
-        .where(Delivery.corp_id == corp.id, Delivery.polled_at >= midnight)
+        .where(Delivery.corp_id == corp.id, Delivery.sent_at >= midnight - timedelta(days=1),
+               Delivery.polled_at >= midnight)
     ).scalar_one() if corp.platform == "dingtalk" else 0
     # To-do calls count too: one create per approval request's to-do, one update per closing.
     todos_today = session.execute(
         sa.select(sa.func.count()).select_from(Delivery)
-        .where(Delivery.corp_id == corp.id, Delivery.local_day == day, Delivery.todo_task_id.is_not(None))
+        .where(Delivery.corp_id == corp.id, Delivery.sent_at >= midnight, Delivery.todo_task_id.is_not(None))
     ).scalar_one() + session.execute(
         sa.select(sa.func.count()).select_from(OutboxItem)
         .where(OutboxItem.corp_id == corp.id, OutboxItem.created_at >= midnight - timedelta(days=7),
