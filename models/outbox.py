@@ -52,6 +52,10 @@ class OutboxItem(IdMixin, CorpScoped, Base):
         sa.Index("ix_outbox_items_recipient_state", "corp_id", "recipient_user_id", "state"),
         sa.Index("ix_outbox_items_corp_created", "corp_id", "created_at", "id"),
         sa.Index("ix_outbox_items_delivery", "delivery_id"),
+        # The delivery budget counts today's closed to-dos (each one a counted call): a few rows of many.
+        sa.Index("ix_outbox_items_todo_done_sent", "corp_id", "sent_at",
+                 postgresql_where=sa.text("kind = 'approval_todo_done'"),
+                 sqlite_where=sa.text("kind = 'approval_todo_done'")),
     )
 
     kind: so.Mapped[str] = so.mapped_column(sa.String(32), nullable=False)

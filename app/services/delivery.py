@@ -239,8 +239,7 @@ def budget(session: so.Session, corp: Corp, now: datetime) -> Budget:
         .where(Delivery.corp_id == corp.id, Delivery.sent_at >= midnight, Delivery.todo_task_id.is_not(None))
     ).scalar_one() + session.execute(
         sa.select(sa.func.count()).select_from(OutboxItem)
-        .where(OutboxItem.corp_id == corp.id, OutboxItem.created_at >= midnight - timedelta(days=7),
-               OutboxItem.kind == "approval_todo_done", OutboxItem.sent_at >= midnight)
+        .where(OutboxItem.corp_id == corp.id, OutboxItem.kind == "approval_todo_done", OutboxItem.sent_at >= midnight)
     ).scalar_one() if corp.platform == "dingtalk" else 0
     people = session.execute(
         sa.select(sa.func.count()).select_from(User).where(User.corp_id == corp.id, User.active.is_(True))
