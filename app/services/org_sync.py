@@ -630,11 +630,15 @@ class _FullSync:
         except BaseException as exc:  # reported to the applier, which fails the run
             self.put(("error", f"dept {dept_id} children", exc))
         finally:
-            with self._lock:
-                self.walk_pending -= 1
-                finished = self.walk_pending == 0
-            if finished:
-                self.put(("walked",))
+            self.walk_done()
+
+    def walk_done(self) -> None:
+        """One pending walk ended; the last one tells the applier the tree is complete."""
+        with self._lock:
+            self.walk_pending -= 1
+            finished = self.walk_pending == 0
+        if finished:
+            self.put(("walked",))
 
     def submit_walk(self, dept_id: str) -> None:
         with self._lock:
@@ -751,11 +755,7 @@ class _FullSync:
                 if self.client.range_names_people:
                     self.submit_listing(DIRECT_LISTING)
             finally:
-                with self._lock:
-                    self.walk_pending -= 1
-                    finished = self.walk_pending == 0
-                if finished:
-                    self.put(("walked",))
+                self.walk_done()
             while True:
                 try:
                     item = self.q.get(timeout=DEPT_BATCH_WAIT)

@@ -3,22 +3,7 @@
 import { get, patch, post } from "/h5/static/js/api.js";
 import { clear, h, toast } from "/h5/static/js/dom.js";
 import { L } from "../i18n.js";
-import { errorBox, field, formError, table } from "../ui.js";
-
-function toggle(checked, onChange, label) {
-  return h("input", { type: "checkbox", checked, "aria-label": label, onchange: async (e) => {
-    e.target.disabled = true;
-    try {
-      await onChange(e.target.checked);
-      toast(L("已保存", "Saved"));
-    } catch (err) {
-      e.target.checked = !e.target.checked;
-      toast(err.message, "error");
-    } finally {
-      e.target.disabled = false;
-    }
-  } });
-}
+import { errorBox, field, formError, liveToggle, table } from "../ui.js";
 
 function editable(value, save, label) {
   return h("input", { value, "aria-label": label, class: "inline", onchange: async (e) => {
@@ -66,7 +51,7 @@ export default async function configPage(main) {
       items.map((s) => h("tr", { "data-stage": s.key }, h("td", {}, s.sort_order), h("td", {}, h("code", {}, s.key)),
         h("td", {}, editable(s.name, (name) => patch(`/admin/stages/${s.id}`, { name }), L("名称", "Name"))),
         h("td", {}, editable(String(s.probability), (p) => patch(`/admin/stages/${s.id}`, { probability: Number(p) }), L("赢率", "Win %"))),
-        h("td", {}, s.is_won || s.is_lost ? L("（结束阶段）", "(closing)") : toggle(s.active, (active) => patch(`/admin/stages/${s.id}`, { active }), L("启用", "Active")))))), form);
+        h("td", {}, s.is_won || s.is_lost ? L("（结束阶段）", "(closing)") : liveToggle(s.active, (active) => patch(`/admin/stages/${s.id}`, { active }), L("启用", "Active")))))), form);
   };
 
   async function route() {
